@@ -1,0 +1,24 @@
+"""Tasks (datasets ready for training), found by name in the ``tasks`` registry.
+
+``load_task("digits")`` gives scikit-learn's 8x8 digits, the embedded default. Loaders for
+MNIST-1D, MNIST / Fashion-MNIST IDX files, CIFAR python batches and ``.npz`` arrays live in
+``nasforge.data.builtin``; users register their own with ``@register("tasks", name)`` on a
+function ``(seed: int = 0, **options) -> Task``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import registry
+from ..core import Task
+
+
+def load_task(name: str, *, seed: int = 0, **options: Any) -> Task:
+    """Load a task by registered name; ``seed`` fixes the train/val/test split."""
+    loader = registry.get("tasks", name)
+    opts = registry.validate_options("tasks", name, options)
+    return loader(seed=seed, **opts)
+
+
+__all__ = ["load_task", "Task"]

@@ -1,0 +1,27 @@
+"""Exceptions that carry a message meant for the user (the CLI prints them without a traceback)."""
+
+from __future__ import annotations
+
+
+class NasforgeError(Exception):
+    """A user-facing error: bad input, a missing file, a refused operation.
+
+    The message names the bad value and what was expected. The CLI prints it and exits with
+    status 2 instead of showing a traceback.
+    """
+
+
+class ConfigError(NasforgeError, ValueError):
+    """A config key, value or component name is not valid."""
+
+
+class DataError(NasforgeError):
+    """A dataset is missing, malformed or does not match what was asked."""
+
+
+class ArchitectureError(NasforgeError, ValueError):
+    """An architecture text does not parse, or the architecture cannot fit the task."""
+
+
+class RunError(NasforgeError):
+    """A run directory cannot be used (locked, exists, missing, incompatible)."""
