@@ -1,1 +1,191 @@
-"""nasforge.report"""
+"""Plots, trials CSV and the HTML report of a run, all made from the store's rows.
+
+Everything here reads plain trial dicts (``Store.rows()``), so a report can be made for any run
+directory without rebuilding its space or task.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..core import Objective
+
+# Leading columns of trials.csv: those DP-NAS logs, then the rest in name order.
+LEADING = ["id", "status", "reward", "best_val_acc", "test_acc", "epsilon",
+           "val_acc_per_epoch", "train_acc_per_epoch", "params", "flops", "train_seconds",
+           "latency_ms", "seed", "reason", "net"]
+
+
+def objective_value(row: dict[str, Any], objective: Objective) -> float | None:
+    if row["status"] != "ok":
+        return None
+    v = row["metrics"].get(objective.metric, row["cost"].get(objective.metric))
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def csv_row(row: dict[str, Any], objective: Objective) -> dict[str, Any]:
+    """One trial flattened for trials.csv (DP-NAS's columns first)."""
+    out: dict[str, Any] = {"id": row["id"], "status": row["status"], "seed": row["seed"],
+                           "reason": row["reason"] or "", "net": row["arch"]}
+    value = objective_value(row, objective)
+    out["reward"] = "" if value is None else value
+    metrics = row["metrics"]
+    out["best_val_acc"] = metrics.get("val_acc", "")
+    for k, v in metrics.items():
+        if k != "val_acc":
+            out[k] = v
+    for k, v in row["cost"].items():
+        out[k] = v
+    for k, v in row["info"].items():
+        out[k] = v
+    for k, v in row["curves"].items():
+        out[f"{k}_per_epoch"] = json.dumps([round(float(x), 5) for x in v])
+    return out
+
+
+def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective, path: Path) -> None:
+    """Write (atomically) one row per finished trial."""
+    flat = [csv_row(r, objective) for r in rows]
+    extra = sorted({k for r in flat for k in r} - set(LEADING))
+    columns = [c for c in LEADING if any(c in r for r in flat) or c in ("id", "status", "net")]
+    columns = [c for c in columns if c != "net"] + extra + ["net"]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in flat:
+            writer.writerow(r)
+    os.replace(tmp, path)
+
+
+def leaderboard(rows: Iterable[dict[str, Any]], objective: Objective, top: int | None = 10
+                ) -> list[dict[str, Any]]:
+    """The best trials by the objective (ok trials only), best first."""
+    scored = [(objective_value(r, objective), r) for r in rows]
+    scored = [(v, r) for v, r in scored if v is not None]
+    scored.sort(key=lambda vr: (-vr[0] if objective.mode == "max" else vr[0], vr[1]["id"]))
+    return [r for _, r in scored[:top]] if top else [r for _, r in scored]
+
+
+def _pyplot():
+    import matplotlib
+
+    if os.environ.get("MPLBACKEND") is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_best_so_far(rows: Sequence[dict[str, Any]], objective: Objective, path: Path) -> None:
+    plt = _pyplot()
+    xs, ys, best = [], [], None
+    vals = []
+    for i, r in enumerate(rows, 1):
+        v = objective_value(r, objective)
+        vals.append(v)
+        if v is not None and (best is None or (v > best if objective.mode == "max" else v < best)):
+            best = v
+        if best is not None:
+            xs.append(i)
+            ys.append(best)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [(i, v) for i, v in enumerate(vals, 1) if v is not None]
+    if pts:
+        ax.scatter(*zip(*pts), s=10, alpha=0.4, label="trial")
+    ax.step(xs, ys, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective.metric)
+    ax.set_title(f"best {objective.metric} so far")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_metric_vs_params(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
+    plt = _pyplot()
+    pts = [(r["cost"].get("params"), r["metrics"].get(metric)) for r in rows if r["status"] == "ok"]
+    pts = [(p, m) for p, m in pts if p is not None and m is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if pts:
+        ax.scatter(*zip(*pts), s=12, alpha=0.7)
+        ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_plots(rows: Sequence[dict[str, Any]], objective: Objective, plots_dir: Path) -> list[Path]:
+    """Refresh the standard plots; returns their paths."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plots_dir / "best_so_far.png"]
+    plot_best_so_far(rows, objective, paths[0])
+    metric = "test_acc" if any("test_acc" in r["metrics"] for r in rows) else objective.metric
+    paths.append(plots_dir / f"{metric}_vs_params.png")
+    plot_metric_vs_params(rows, metric, paths[-1])
+    return paths
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objective,
+               config: dict[str, Any], top: int = 20) -> Path:
+    """report.html: config, leaderboard, plots and the best architecture."""
+    board = leaderboard(rows, objective, top)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    metric_keys = sorted({k for r in board for k in r["metrics"]})[:8]
+    cost_keys = [k for k in ("params", "flops", "train_seconds", "latency_ms")
+                 if any(k in r["cost"] for r in board)]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["#", "trial", *metric_keys, *cost_keys, "architecture"])
+    body = []
+    for rank, r in enumerate(board, 1):
+        cells = [str(rank), str(r["id"])] + [_fmt(r["metrics"].get(k, "")) for k in metric_keys] \
+            + [_fmt(r["cost"].get(k, "")) for k in cost_keys]
+        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                    + f"<td><code>{html.escape(r['arch'])}</code></td></tr>")
+    plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
+    imgs = "".join(f'<figure><img src="plots/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
+                   f"</figcaption></figure>" for p in plots)
+    best = board[0] if board else None
+    best_html = (f"<p><code>{html.escape(best['arch'])}</code></p><p>{html.escape(objective.metric)} = "
+                 f"{_fmt(objective_value(best, objective))}, trial {best['id']}</p>"
+                 if best else "<p>no successful trial yet</p>")
+    failed = [r for r in rows if r["status"] == "failed"]
+    failed_html = "".join(f"<li>trial {r['id']}: {html.escape(str(r['reason']))}</li>" for r in failed[:20])
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>nasforge run {html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:90%}}code{{font-size:85%}}
+figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:560px}}</style></head><body>
+<h1>nasforge run <code>{html.escape(run_dir.name)}</code></h1>
+<p>{len(rows)} trials ({n_ok} ok, {len(failed)} failed); objective {html.escape(str(objective))};
+space {html.escape(str(config.get('space')))}, strategy {html.escape(str(config.get('strategy')))},
+evaluator {html.escape(str(config.get('evaluator')))}, task {html.escape(str(config.get('task')))}.</p>
+<h2>Best architecture</h2>{best_html}
+<h2>Leaderboard</h2><table><tr>{head}</tr>{''.join(body)}</table>
+<h2>Plots</h2>{imgs}
+{'<h2>Failed trials</h2><ul>' + failed_html + '</ul>' if failed else ''}
+<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>
+</body></html>"""
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path

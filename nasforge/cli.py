@@ -1,0 +1,252 @@
+"""The ``nasforge`` command: small functions over the library (no logic the Python API lacks).
+
+User mistakes (a bad flag value, a missing file, a locked run) are printed as one clear message
+and exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NasforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False,
+                  help="nasforge: neural architecture search on your data.")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """``-o strategy.replay_number=10`` -> ``{"strategy_options": {"replay_number": 10}}``."""
+    from .errors import ConfigError
+
+    out: dict[str, Any] = {}
+    groups = {"task", "space", "strategy", "evaluator"}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        group, dot, name = key.partition(".")
+        if not sep or not dot or group not in groups or not name:
+            raise ConfigError(f"option {item!r} must look like GROUP.NAME=VALUE with GROUP one of "
+                              f"{', '.join(sorted(groups))} (e.g. strategy.replay_number=10)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(f"{group}_options", {})[name] = value
+    return out
+
+
+def _print_leaderboard(rows: list[dict[str, Any]], objective: Any, title: str, top: int = 10) -> None:
+    from .report import leaderboard
+
+    board = leaderboard(rows, objective, top)
+    table = Table(title=title)
+    for col in ("#", "trial", objective.metric, "test_acc", "params", "seconds", "architecture"):
+        table.add_column(col, overflow="fold")
+    for rank, r in enumerate(board, 1):
+        m, c = r["metrics"], r["cost"]
+        table.add_row(str(rank), str(r["id"]), f"{m.get(objective.metric, c.get(objective.metric, float('nan'))):.4f}",
+                      f"{m['test_acc']:.4f}" if "test_acc" in m else "-",
+                      f"{int(c['params']):,}" if "params" in c else "-",
+                      f"{c['train_seconds']:.1f}" if "train_seconds" in c else "-", r["arch"])
+    console.print(table)
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        console.print(f"{failed} of {len(rows)} trials failed (see trials.csv, column reason)")
+
+
+@app.command()
+def search(
+    task: Optional[str] = typer.Option(None, help="task name (digits, mnist1d, mnist, ...)"),
+    space: Optional[str] = typer.Option(None, help="search space (chain, nb201, ...)"),
+    strategy: Optional[str] = typer.Option(None, help="strategy (random, evolution, qlearning, ...)"),
+    evaluator: Optional[str] = typer.Option(None, help="evaluator (train, deep_prior, table:PATH, ...)"),
+    objective: Optional[str] = typer.Option(None, help="max:METRIC or min:METRIC (default max:val_acc)"),
+    budget: Optional[int] = typer.Option(None, help="number of trials"),
+    time_budget: Optional[float] = typer.Option(None, help="minutes of search"),
+    workers: Optional[int] = typer.Option(None, help="parallel evaluations (process pool when > 1)"),
+    seed: Optional[int] = typer.Option(None, help="seed of sampling, initialisation and data split"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
+    config: Optional[Path] = typer.Option(None, help="YAML config; flags override it"),
+    schedule_scale: Optional[float] = typer.Option(None, help="qlearning: shrink the epsilon schedule"),
+    full_training: bool = typer.Option(False, "--full-training", help="deep_prior: train the encoder too"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="component option GROUP.NAME=VALUE (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="log lines instead of a progress bar"),
+) -> None:
+    """Search for architectures; prints the leaderboard and the run directory."""
+    from .config import load_config
+    from .run.rundir import Run
+
+    overrides: dict[str, Any] = {"task": task, "space": space, "strategy": strategy,
+                                 "evaluator": evaluator, "objective": objective, "budget": budget,
+                                 "time_budget": time_budget, "workers": workers, "seed": seed}
+    extra = _parse_sets(option)
+    if schedule_scale is not None:
+        extra.setdefault("strategy_options", {})["schedule_scale"] = schedule_scale
+    if full_training:
+        extra.setdefault("evaluator_options", {})["full_training"] = True
+    if resume is not None:
+        given = {k: v for k, v in {**overrides, **extra}.items() if v is not None}
+        if config is not None:
+            given.update(load_config(config).model_dump(exclude_unset=True))
+        run = Run.resume(resume, given)
+    else:
+        base = load_config(config, None).model_dump(exclude_unset=True) if config else {}
+        for k, v in extra.items():
+            base[k] = {**(base.get(k) or {}), **v}
+        cfg = load_config(None, {**base, **{k: v for k, v in overrides.items() if v is not None}})
+        run = Run.create(cfg, out)
+    with run:
+        cfg = run.config
+        console.print(f"run directory: [bold]{run.dir}[/bold]  ({cfg.strategy} search over "
+                      f"{cfg.space} on {cfg.task}, evaluator {cfg.evaluator}, "
+                      f"budget {cfg.budget or '-'} trials"
+                      f"{f', {cfg.time_budget} min' if cfg.time_budget else ''})")
+        _attach_progress(run, quiet)
+        run.search()
+        rows = list(run.store.rows())
+    _print_leaderboard(rows, run.objective, f"leaderboard ({len(rows)} trials)")
+    console.print(f"run directory: [bold]{run.dir}[/bold] (report.html, trials.csv, best/)")
+
+
+def _attach_progress(run: Any, quiet: bool) -> None:
+    """Show trials done / budget, best so far and time left (or log lines with --quiet)."""
+    cfg = run.config
+    total = cfg.budget
+    t0 = time.monotonic()
+    done0 = run.store.count()
+    if quiet or not console.is_terminal:
+        def log(search: Any, trial: Any) -> None:
+            best = search.best
+            bv = run.objective.value(best.result) if best else None
+            value = run.objective.value(trial.result)
+            console.print(
+                f"trial {trial.id + 1}/{total or '?'} {trial.status}"
+                f" {run.objective.metric}={value if value is None else round(value, 4)}"
+                f" best={bv if bv is None else round(bv, 4)} {trial.arch}"
+                + (f" ({trial.result.reason})" if trial.result.reason else ""), soft_wrap=True)
+        run.listeners.append(log)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("best {task.fields[best]}"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[left]}"), console=console, transient=False)
+    bar = progress.add_task("search", total=total, completed=done0, best="-", left="")
+    progress.start()
+
+    def update(search: Any, trial: Any) -> None:
+        best = search.best
+        bv = run.objective.value(best.result) if best else None
+        left = ""
+        if cfg.time_budget:
+            left = f"{max(0.0, cfg.time_budget * 60 - (time.monotonic() - t0)) / 60:.1f} min left"
+        progress.update(bar, completed=trial.id + 1,
+                        best="-" if bv is None else f"{bv:.4f}", left=left)
+        if total is not None and trial.id + 1 >= total:
+            progress.stop()
+
+    run.listeners.append(update)
+
+
+@app.command()
+def train(
+    arch: str = typer.Argument(..., help="architecture text, e.g. a DP-NAS net string"),
+    task: str = typer.Option("digits", help="task name"),
+    space: str = typer.Option("chain", help="space that parses the architecture"),
+    seed: int = typer.Option(0, help="seed of initialisation and data split"),
+    epochs: Optional[int] = typer.Option(None, help="training epochs (evaluator default if unset)"),
+    evaluator: str = typer.Option("train", help="evaluator"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="component option GROUP.NAME=VALUE (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Train and test one architecture given as text."""
+    from . import registry
+    from .core import check_arch_text
+    from .data import load_task
+    from .run.rundir import build_space
+
+    sets = _parse_sets(option)
+    t = load_task(task, seed=seed, **sets.get("task_options", {}))
+    sp = build_space(space, sets.get("space_options", {}), t)
+    a = check_arch_text(sp, arch)
+    ev_opts = dict(sets.get("evaluator_options", {}))
+    if epochs is not None:
+        ev_opts["epochs"] = epochs
+    name, _, path = evaluator.partition(":")
+    if path:
+        ev_opts.setdefault("path", path)
+    ev = registry.create("evaluators", name, **ev_opts)
+    sp.check(a, t)
+    result = ev.evaluate(a, sp, t, seed=seed)
+    if as_json:
+        console.print_json(json.dumps({"arch": str(a), **result.to_dict()}))
+    else:
+        console.print(f"architecture: {a}")
+        console.print(f"status: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+        for k, v in {**result.metrics, **result.cost}.items():
+            console.print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def trials(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    as_json: bool = typer.Option(False, "--json", help="every trial as a JSON object"),
+    top: int = typer.Option(10, help="rows of the leaderboard"),
+) -> None:
+    """Leaderboard of a run (or every trial with --json)."""
+    from .core import Objective
+    from .run.rundir import open_rows
+
+    rows, cfg = open_rows(run_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
+        return
+    _print_leaderboard(rows, Objective.parse(cfg.get("objective", "max:val_acc")),
+                       f"{run_dir} ({len(rows)} trials)", top)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """(Re)write trials.csv, plots and report.html of a run."""
+    from .core import Objective
+    from .report import write_html, write_plots, write_trials_csv
+    from .run.rundir import open_rows
+
+    rows, cfg = open_rows(run_dir)
+    objective = Objective.parse(cfg.get("objective", "max:val_acc"))
+    write_trials_csv(rows, objective, run_dir / "trials.csv")
+    if rows:
+        write_plots(rows, objective, run_dir / "plots")
+    path = write_html(run_dir, rows, objective, cfg)
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
+    try:
+        app()
+    except NasforgeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; continue with --resume RUN_DIR")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""A run on disk: directory, config, store, lock, live CSV/plots, best model and report.
+
+Layout (DESIGN.md)::
+
+    runs/<name>/config.yaml  run.db  trials.csv  plots/  report.html  best/  trials/<id>/
+
+A new run refuses a directory that already holds one (use ``resume``); resuming takes the
+saved config, so a run continues exactly as it started. Only the budget, time budget and the
+number of workers may change on resume (to extend a run or use another machine).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .. import registry
+from ..config import RunConfig, make_config
+from ..core import Objective, SearchSpace, Task, Trial
+from ..data import load_task
+from ..errors import RunError
+from ..report import leaderboard, write_html, write_plots, write_trials_csv
+from .loop import Budget, Search
+from .store import Store
+
+RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor"}
+
+
+def build_space(name: str, options: dict[str, Any], task: Task | None) -> SearchSpace:
+    """Create a space; options the space takes from the task (``input_size``, ``num_classes``,
+    ``input_shape``, ``kind``) are filled from it unless given."""
+    cls = registry.get("spaces", name)
+    opts = dict(options)
+    if task is not None and inspect.isclass(cls):
+        params = inspect.signature(cls.__init__).parameters
+        derived = {"input_size": task.input_shape[-1], "num_classes": task.num_classes,
+                   "input_shape": tuple(task.input_shape), "kind": task.kind}
+        for key, value in derived.items():
+            if key in params and key not in opts:
+                opts[key] = value
+    return registry.create("spaces", name, **opts)
+
+
+def build_components(cfg: RunConfig) -> dict[str, Any]:
+    """Task, space, strategy, evaluator and objective of a config (validated, before any work)."""
+    task = load_task(cfg.task, seed=cfg.seed, **cfg.task_options)
+    space = build_space(cfg.space, cfg.resolved_space_options(), task)
+    strategy_opts = {"seed": cfg.seed, **cfg.strategy_options}
+    strategy = registry.create("strategies", cfg.strategy, **strategy_opts)
+    ev_name, ev_opts = cfg.evaluator_name_and_options()
+    evaluator = registry.create("evaluators", ev_name, **ev_opts)
+    if hasattr(evaluator, "validate"):
+        evaluator.validate(space)
+    return {"task": task, "space": space, "strategy": strategy, "evaluator": evaluator,
+            "objective": Objective.parse(cfg.objective)}
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.name or f"{cfg.strategy}-{cfg.space}-{cfg.task}-{stamp}"
+    return Path("runs") / name
+
+
+class Run:
+    """A search bound to a run directory. Use ``Run.create`` or ``Run.resume``, then ``search()``."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, store: Store, lock: "Any",
+                 components: dict[str, Any] | None = None):
+        self.dir = run_dir
+        self.config = cfg
+        self.store = store
+        self._lock = lock
+        self.components = components if components is not None else build_components(cfg)
+        self.objective: Objective = self.components["objective"]
+        self._last_refresh = 0.0
+        self.refresh_seconds = 5.0
+        self.listeners: list[Callable[[Search, Trial], None]] = []
+
+    # -- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: RunConfig, out: str | Path | None = None) -> "Run":
+        run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        if (run_dir / "run.db").exists() or (run_dir / "config.yaml").exists():
+            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                           "or choose another --out (nothing was changed)")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"--out {run_dir} exists and is not a directory")
+        components = build_components(cfg)  # refuse bad input before creating anything on disk
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock(run_dir)
+        store = Store(run_dir / "run.db")
+        store.set_meta("config", cfg.resolved())
+        store.set_meta("created", time.time())
+        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+        return cls(run_dir, cfg, store, lock, components)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: dict[str, Any] | None = None) -> "Run":
+        run_dir = Path(run_dir)
+        if not (run_dir / "run.db").is_file():
+            raise RunError(f"{run_dir} holds no run to resume (no run.db there)")
+        lock = _lock(run_dir)
+        try:
+            store = Store(run_dir / "run.db")
+            saved = store.get_meta("config")
+            if saved is None:
+                raise RunError(f"{run_dir / 'run.db'} has no saved config; cannot resume")
+            overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+            changed = {k: (saved.get(k), v) for k, v in overrides.items() if saved.get(k) != v}
+            refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
+            if refused:
+                what = "; ".join(f"{k}: run has {a!r}, flag says {b!r}" for k, (a, b) in refused.items())
+                raise RunError(f"cannot resume {run_dir} with a different config ({what}). Only "
+                               f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume.")
+            cfg = make_config({**saved, **overrides}, source=str(run_dir / "config.yaml"))
+            if changed:
+                store.set_meta("config", cfg.resolved())
+                _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+            return cls(run_dir, cfg, store, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    # -- running ----------------------------------------------------------------------------------
+    def search(self) -> list[Trial]:
+        cfg, c = self.config, self.components
+        executor = registry.create("executors", cfg.executor_name, workers=cfg.workers)
+        search = Search(space=c["space"], strategy=c["strategy"], evaluator=c["evaluator"],
+                        task=c["task"], objective=self.objective, seed=cfg.seed, store=self.store,
+                        executor=executor, batch=cfg.batch_size, trial_dir=self.dir / "trials",
+                        keep_trial_dirs=cfg.keep_trials,
+                        on_trial=[self._on_trial, *self.listeners], on_batch=[self._on_batch])
+        budget = Budget(trials=cfg.budget,
+                        seconds=None if cfg.time_budget is None else cfg.time_budget * 60,
+                        cost=cfg.cost_budget)
+        try:
+            trials = search.run(budget)
+        finally:
+            self.refresh(force=True)
+        return trials
+
+    def _on_trial(self, search: Search, trial: Trial) -> None:
+        best = search.best if search.trials else None
+        candidates = [t for t in (best, trial) if t is not None]
+        top = max(candidates, key=lambda t: self.objective.score(t.result) or float("-inf"))
+        if top is trial and self.objective.score(trial.result) is not None:
+            self._save_best(trial)
+
+    def _on_batch(self, search: Search) -> None:
+        writer = getattr(search.strategy, "write_csv", None)
+        if callable(writer):
+            writer(self.dir)
+        self.refresh()
+
+    def _save_best(self, trial: Trial) -> None:
+        """Keep the best trial's architecture, metrics and model (if the evaluator saved one)."""
+        best = self.dir / "best"
+        best.mkdir(exist_ok=True)
+        _write_atomic(best / "arch.txt", str(trial.arch) + "\n")
+        _write_atomic(best / "metrics.json", json.dumps(
+            {"trial": trial.id, "metrics": trial.metrics, "cost": trial.result.cost}, indent=2))
+        model = trial.result.artifacts.get("model")
+        if model and Path(model).is_file():
+            tmp = best / "model.pt.tmp"
+            shutil.copyfile(model, tmp)
+            os.replace(tmp, best / "model.pt")
+        elif (best / "model.pt").exists():
+            (best / "model.pt").unlink()  # never leave a model that belongs to another trial
+
+    def refresh(self, force: bool = False) -> None:
+        """Rewrite trials.csv, plots and report (at most every ``refresh_seconds`` unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self.refresh_seconds:
+            return
+        self._last_refresh = now
+        rows = list(self.store.rows())
+        write_trials_csv(rows, self.objective, self.dir / "trials.csv")
+        if rows:
+            write_plots(rows, self.objective, self.dir / "plots")
+            extra = getattr(self.components["strategy"], "write_plots", None)
+            if callable(extra):
+                extra(rows, self.dir / "plots")
+        write_html(self.dir, rows, self.objective, self.config.resolved())
+
+    def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
+        return leaderboard(self.store.rows(), self.objective, top)
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.release()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _lock(run_dir: Path):
+    from .store import RunLock
+
+    lock = RunLock(run_dir)
+    lock.acquire()
+    return lock
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Read a run directory's trials and config without locking it (for trials / report)."""
+    run_dir = Path(run_dir)
+    db = run_dir / "run.db"
+    if not db.is_file():
+        raise RunError(f"{run_dir} is not a run directory (no run.db there)")
+    store = Store(db)
+    try:
+        return list(store.rows()), store.get_meta("config") or {}
+    finally:
+        store.close()

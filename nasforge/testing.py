@@ -1,0 +1,99 @@
+"""Small helpers for testing plug-ins: a toy sequential space and a functional evaluator.
+
+They let strategies, stores and run loops be tested without training a network (as NNI tests
+its strategies on a toy space). Both are importable by worker processes.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .core import Architecture, Evaluator, SearchSpace, Task, TrialResult
+from .errors import ArchitectureError
+
+
+@dataclass(frozen=True, eq=False)
+class ToyArch(Architecture):
+    values: tuple
+
+    def __str__(self) -> str:
+        return "-".join(str(v) for v in self.values)
+
+
+class ToySpace(SearchSpace):
+    """``length`` decisions in 0..width-1; after a leading 0 only even values (prefix-dependent)."""
+
+    name = "toy"
+
+    def __init__(self, length: int = 3, width: int = 5):
+        self.length, self.width = length, width
+
+    def parse(self, text: str) -> ToyArch:
+        try:
+            values = tuple(int(t) for t in text.split("-"))
+        except ValueError:
+            raise ArchitectureError(f"toy architecture {text!r}: expected integers joined by '-'") from None
+        if len(values) != self.length:
+            raise ArchitectureError(f"toy architecture {text!r}: expected {self.length} values")
+        return ToyArch(values)
+
+    def choices(self, prefix):
+        if len(prefix) >= self.length:
+            return []
+        if len(prefix) == 1 and prefix[0] == 0:
+            return list(range(0, self.width, 2))
+        return list(range(self.width))
+
+    def to_decisions(self, arch):
+        return arch.values
+
+    def from_decisions(self, decisions):
+        return ToyArch(tuple(decisions))
+
+    def build(self, arch, task):
+        raise ArchitectureError("the toy space builds no networks")
+
+    def check(self, arch, task) -> None:
+        return None
+
+
+def toy_score(arch: Any) -> float:
+    """A deterministic stand-in for accuracy in [0, 1], larger for larger decisions."""
+    text = str(arch)
+    base = sum(int(v) for v in text.split("-")) / (4 * max(1, len(text.split("-"))))
+    jitter = (zlib.crc32(text.encode()) % 1000) / 10_000
+    return min(1.0, 0.9 * base + jitter)
+
+
+class FunctionalEvaluator(Evaluator):
+    """Scores an architecture with ``toy_score``; optional failures, delay and a model artifact."""
+
+    name = "functional"
+
+    def __init__(self, fail_if_contains: str | None = None, delay: float = 0.0,
+                 save_model: bool = False):
+        self.fail_if_contains = fail_if_contains
+        self.delay = delay
+        self.save_model = save_model
+
+    def evaluate(self, arch: Architecture, space: SearchSpace, task: Task | None, *, seed: int,
+                 workdir: Path | None = None) -> TrialResult:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_if_contains and self.fail_if_contains in str(arch):
+            return TrialResult.failed(f"simulated failure for {arch}")
+        value = toy_score(arch)
+        result = TrialResult(metrics={"val_acc": value, "test_acc": value * 0.99, "seed": float(seed % 1000)},
+                             cost={"params": 100.0 + len(str(arch)), "train_seconds": self.delay,
+                                   "simulated_seconds": 10.0})
+        if self.save_model and workdir is not None:
+            path = Path(workdir) / "model.pt"
+            torch.save({"w": torch.tensor([value])}, path)
+            result.artifacts["model"] = str(path)
+        return result
