@@ -236,6 +236,66 @@ def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
     console.print(f"wrote {path}")
 
 
+@app.command()
+def bench(
+    space: str = typer.Option(..., help="search space (e.g. nb201)"),
+    evaluator: str = typer.Option(..., help="evaluator, e.g. table:PATH"),
+    search_metric: str = typer.Option(..., help="metric the strategies optimise"),
+    report_metric: Optional[str] = typer.Option(None, help="metric reported for the best arch"),
+    strategies: str = typer.Option("random,evolution,reinforce,local", help="comma-separated"),
+    budget: Optional[int] = typer.Option(None, help="evaluations per search (default 100)"),
+    cost_budget: Optional[float] = typer.Option(None, help="simulated seconds per search instead"),
+    seeds: int = typer.Option(20, help="seeds per strategy"),
+    workers: int = typer.Option(2, help="parallel searches"),
+    mode: str = typer.Option("max", help="max or min the search metric"),
+    out: Path = typer.Option(..., help="output directory"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="space.NAME=V, evaluator.NAME=V or STRATEGY.NAME=V"),
+) -> None:
+    """Compare strategies over many seeds with regret curves and confidence intervals."""
+    from .bench import BenchConfig, run_bench
+    from .errors import ConfigError
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if budget is None and cost_budget is None:
+        budget = 100
+    space_opts: dict[str, Any] = {}
+    ev_opts: dict[str, Any] = {}
+    strat_opts: dict[str, dict[str, Any]] = {}
+    for item in option or []:
+        key, sep, raw = item.partition("=")
+        group, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"option {item!r} must look like GROUP.NAME=VALUE")
+        value = yaml.safe_load(raw)
+        if group == "space":
+            space_opts[name] = value
+        elif group == "evaluator":
+            ev_opts[name] = value
+        elif group in names:
+            strat_opts.setdefault(group, {})[name] = value
+        else:
+            raise ConfigError(f"option {item!r}: group {group!r} is neither space, evaluator nor "
+                              f"one of the strategies ({', '.join(names)})")
+    cfg = BenchConfig(space=space, evaluator=evaluator, search_metric=search_metric,
+                      report_metric=report_metric, strategies=names, seeds=seeds, budget=budget,
+                      cost_budget=cost_budget, space_options=space_opts,
+                      evaluator_options=ev_opts, strategy_options=strat_opts, mode=mode,
+                      workers=workers)
+    res = run_bench(cfg, out, progress=lambda done, total: console.print(
+        f"\r{done}/{total} searches", end="") if console.is_terminal else None)
+    table = Table(title=f"{len(names)} strategies x {seeds} seeds, {budget or cost_budget} "
+                        f"{'evaluations' if budget else 'simulated s'} ({res['seconds']:.1f} s)")
+    for col in ("strategy", "runs", f"best {search_metric}", f"{report_metric or search_metric} of best"):
+        table.add_column(col)
+    for row in res["table"]:
+        table.add_row(row["strategy"], str(row["runs"]),
+                      f"{row['search_mean']:.4f} ± {row['search_std']:.4f}",
+                      f"{row['report_mean']:.4f} ± {row['report_std']:.4f}")
+    console.print(table)
+    console.print(f"wrote {out}/summary.csv, curves.csv, regret.png")
+
+
 def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
     try:

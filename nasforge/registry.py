@@ -96,7 +96,14 @@ def get(kind: str, name: str) -> Any:
     """The registered class or factory for ``name``; imports a built-in module on first use."""
     _check_kind(kind)
     if name not in _REGISTRY[kind] and name in _BUILTIN.get(kind, {}):
-        importlib.import_module(_BUILTIN[kind][name])
+        module = _BUILTIN[kind][name]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name and exc.name.startswith("nasforge"):
+                raise
+            raise ConfigError(f"{kind[:-1]} {name!r} needs the package {exc.name!r}, which is not "
+                              f"installed (pip install {exc.name})") from None
     try:
         return _REGISTRY[kind][name]
     except KeyError:
