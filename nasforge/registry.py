@@ -159,7 +159,7 @@ def validate_options(kind: str, name: str, options: dict[str, Any] | None) -> di
     return {k: getattr(validated, k) for k in options}
 
 
-def create(kind: str, name: str, **options: Any) -> Any:
+def create(kind: str, name: str, /, **options: Any) -> Any:
     """Instantiate a registered component by name with validated options."""
     obj = get(kind, name)
     return obj(**validate_options(kind, name, options))

@@ -128,6 +128,50 @@ def plot_metric_vs_params(rows: Sequence[dict[str, Any]], metric: str, path: Pat
     plt.close(fig)
 
 
+def epsilon_phases(rows: Sequence[dict[str, Any]], objective: Objective, window: int = 20
+                   ) -> list[dict[str, Any]]:
+    """Rolling-average reward per epsilon phase (DP-NAS figure 2): one entry per phase with the
+    trial indices, the rolling mean reward (over ``window`` trials, failed trials count 0) and the
+    phase mean."""
+    phases: list[dict[str, Any]] = []
+    rewards = [objective_value(r, objective) or 0.0 for r in rows]
+    for i, r in enumerate(rows):
+        eps = r["info"].get("epsilon")
+        if eps is None:
+            continue
+        if not phases or phases[-1]["epsilon"] != eps:
+            phases.append({"epsilon": eps, "trials": [], "rolling": [], "rewards": []})
+        lo = max(0, i - window + 1)
+        phases[-1]["trials"].append(i + 1)
+        phases[-1]["rolling"].append(sum(rewards[lo:i + 1]) / (i + 1 - lo))
+        phases[-1]["rewards"].append(rewards[i])
+    for p in phases:
+        p["mean"] = sum(p["rewards"]) / len(p["rewards"])
+    return phases
+
+
+def plot_epsilon_phases(rows: Sequence[dict[str, Any]], objective: Objective, path: Path,
+                        window: int = 20) -> bool:
+    """Plot the rolling-average reward coloured by epsilon phase; False if there is none yet."""
+    phases = epsilon_phases(rows, objective, window)
+    if len(rows) < window or not phases:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cmap = plt.get_cmap("viridis")
+    for p in phases:
+        ax.plot(p["trials"], p["rolling"], color=cmap(1.0 - float(p["epsilon"])),
+                label=f"epsilon {p['epsilon']:g} (mean {p['mean']:.3f})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"rolling mean of {objective.metric} ({window} trials)")
+    ax.set_title("reward per epsilon phase")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def write_plots(rows: Sequence[dict[str, Any]], objective: Objective, plots_dir: Path) -> list[Path]:
     """Refresh the standard plots; returns their paths."""
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +180,8 @@ def write_plots(rows: Sequence[dict[str, Any]], objective: Objective, plots_dir:
     metric = "test_acc" if any("test_acc" in r["metrics"] for r in rows) else objective.metric
     paths.append(plots_dir / f"{metric}_vs_params.png")
     plot_metric_vs_params(rows, metric, paths[-1])
+    if plot_epsilon_phases(rows, objective, plots_dir / "reward_per_epsilon.png"):
+        paths.append(plots_dir / "reward_per_epsilon.png")
     return paths
 
 
