@@ -78,7 +78,8 @@ def search(
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override it"),
-    schedule_scale: Optional[float] = typer.Option(None, help="qlearning: shrink the epsilon schedule"),
+    schedule_scale: Optional[str] = typer.Option(
+        None, help="qlearning: scale the epsilon schedule's counts (a number, or 'auto' to fit the budget)"),
     full_training: bool = typer.Option(False, "--full-training", help="deep_prior: train the encoder too"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="component option GROUP.NAME=VALUE (repeatable)"),
@@ -93,7 +94,7 @@ def search(
                                  "time_budget": time_budget, "workers": workers, "seed": seed}
     extra = _parse_sets(option)
     if schedule_scale is not None:
-        extra.setdefault("strategy_options", {})["schedule_scale"] = schedule_scale
+        extra.setdefault("strategy_options", {})["schedule_scale"] = yaml.safe_load(schedule_scale)
     if full_training:
         extra.setdefault("evaluator_options", {})["full_training"] = True
     if resume is not None:
