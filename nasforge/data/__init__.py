@@ -3,7 +3,8 @@
 ``load_task("digits")`` gives scikit-learn's 8x8 digits, the embedded default. Loaders for
 MNIST-1D, MNIST / Fashion-MNIST IDX files, CIFAR python batches and ``.npz`` arrays live in
 ``nasforge.data.builtin``; users register their own with ``@register("tasks", name)`` on a
-function ``(seed: int = 0, **options) -> Task``.
+function ``(seed: int = 0, **options) -> Task`` (``nasforge.data.prep.make_task`` does the
+split, the limit and the normalisation the built-in loaders do).
 """
 
 from __future__ import annotations
@@ -21,4 +22,17 @@ def load_task(name: str, *, seed: int = 0, **options: Any) -> Task:
     return loader(seed=seed, **opts)
 
 
-__all__ = ["load_task", "Task"]
+def __getattr__(name: str) -> Any:
+    """Re-export the IDX reader/writer lazily (keeps ``import nasforge`` light)."""
+    if name in ("read_idx", "write_idx"):
+        from . import formats
+
+        return getattr(formats, name)
+    if name == "default_data_dir":
+        from .builtin import default_data_dir
+
+        return default_data_dir
+    raise AttributeError(name)
+
+
+__all__ = ["load_task", "Task", "read_idx", "write_idx", "default_data_dir"]
