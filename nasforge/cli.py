@@ -297,6 +297,21 @@ def bench(
     console.print(f"wrote {out}/summary.csv, curves.csv, regret.png")
 
 
+def _load_command_modules() -> None:
+    """Commands that live in their own modules register themselves on ``app`` when imported."""
+    import importlib
+
+    for module in ("nasforge.cli_dpnas",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_load_command_modules()
+
+
 def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
     try:
