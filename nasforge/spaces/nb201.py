@@ -1,0 +1,295 @@
+"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020): 6 edges x 5 operations = 15,625 cells.
+
+A cell is a DAG on 4 nodes; node ``j`` sums ``op(node i)`` over the edges ``i -> j`` (``i < j``)
+and node 3 is the output. The text is the benchmark's own string, node by node::
+
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
+
+The network is the benchmark's macro skeleton: a 3x3 conv stem with ``channels`` filters, three
+stages of ``cells_per_stage`` cells separated by residual reduction blocks (channels doubled,
+stride 2), then BN-ReLU, global average pooling and a linear classifier.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..errors import ArchitectureError, ConfigError
+from ..registry import register
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: (source, target) of each edge, in the order of the text and of the decisions
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+NUM_EDGES = len(EDGES)
+
+
+def cell_text(ops: Sequence[str]) -> str:
+    """The benchmark string of a cell given its six edge operations in ``EDGES`` order."""
+    nodes, k = [], 0
+    for target in (1, 2, 3):
+        parts = [f"{ops[k + source]}~{source}" for source in range(target)]
+        k += target
+        nodes.append("|" + "|".join(parts) + "|")
+    return "+".join(nodes)
+
+
+@dataclass(frozen=True, eq=False)
+class NB201Arch(Architecture):
+    """A NAS-Bench-201 cell: the operation on each of the six edges, in ``EDGES`` order."""
+
+    ops: tuple[str, ...]
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ops = tuple(self.ops)
+        if len(ops) != NUM_EDGES:
+            raise ArchitectureError(f"nb201: a cell has {NUM_EDGES} edges, got {len(ops)} ops {ops!r}")
+        for i, op in enumerate(ops):
+            if op not in OPS:
+                raise ArchitectureError(
+                    f"nb201: edge {i} {EDGES[i][0]}->{EDGES[i][1]} has unknown op {op!r}; "
+                    f"expected one of {', '.join(OPS)}")
+        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "_text", cell_text(ops))  # cached: table lookups hash it often
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is NB201Arch and self.ops == other.ops  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._text)
+
+    def edge(self, source: int, target: int) -> str:
+        """The operation on edge ``source -> target``."""
+        return self.ops[EDGES.index((source, target))]
+
+
+def parse_cell(text: str) -> NB201Arch:
+    """Parse a benchmark string strictly; errors name the node, the edge and the character offset."""
+    if not isinstance(text, str):
+        raise ArchitectureError(f"nb201: expected a cell string, got {type(text).__name__} {text!r}")
+    groups = text.split("+")
+    if len(groups) != 3:
+        raise ArchitectureError(
+            f"nb201: {text!r} has {len(groups)} node groups separated by '+'; expected 3 "
+            f"(nodes 1, 2, 3), e.g. {cell_text(['nor_conv_3x3'] * NUM_EDGES)!r}")
+    ops: list[str] = []
+    offset = 0
+    for target, group in enumerate(groups, start=1):
+        where = f"node {target} (character {offset})"
+        if len(group) < 2 or not group.startswith("|") or not group.endswith("|"):
+            raise ArchitectureError(
+                f"nb201: {where} of {text!r}: {group!r} must be enclosed in '|', like '|op~0|'")
+        tokens = group[1:-1].split("|")
+        if len(tokens) != target:
+            raise ArchitectureError(
+                f"nb201: {where} of {text!r}: {len(tokens)} inputs {group!r}; node {target} "
+                f"takes exactly {target} (from nodes 0..{target - 1})")
+        pos = offset + 1
+        for source, token in enumerate(tokens):
+            op, tilde, src = token.partition("~")
+            at = f"node {target}, input {source} (character {pos})"
+            if not tilde:
+                raise ArchitectureError(f"nb201: {at} of {text!r}: {token!r} is not 'op~source'")
+            if op not in OPS:
+                raise ArchitectureError(
+                    f"nb201: {at} of {text!r}: unknown op {op!r}; expected one of {', '.join(OPS)}")
+            if src != str(source):
+                raise ArchitectureError(
+                    f"nb201: {at} of {text!r}: source {src!r}; expected {source} "
+                    f"(inputs are listed in order 0..{target - 1})")
+            ops.append(op)
+            pos += len(token) + 1
+        offset += len(group) + 1
+    return NB201Arch(tuple(ops))
+
+
+def all_cells() -> Iterator[NB201Arch]:
+    """Every cell of the space (15,625), in lexicographic order of op indices."""
+    for combo in itertools.product(OPS, repeat=NUM_EDGES):
+        yield NB201Arch(combo)
+
+
+def canonical_key(arch: NB201Arch) -> str:
+    """A key equal for cells that compute the same function up to reordering of sums.
+
+    Each node is written as the sorted sum of its inputs' expressions; ``none`` contributes zero,
+    ``skip_connect`` passes its input through, and any op applied to a zero node is zero (so
+    dead branches vanish). Isomorphic cells (e.g. nodes 1 and 2 swapped) get the same key.
+    """
+    expr: dict[int, str | None] = {0: "x"}
+    for target in (1, 2, 3):
+        terms = []
+        for source in range(target):
+            op, inp = arch.edge(source, target), expr[source]
+            if op == "none" or inp is None:
+                continue
+            terms.append(inp if op == "skip_connect" else f"{op}({inp})")
+        expr[target] = "+".join(sorted(terms)) if terms else None
+    return expr[3] or "zero"
+
+
+# --------------------------------------------------------------------------------------------
+# network
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv (no bias) -> BatchNorm, the benchmark's convolution op."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
+        super().__init__(nn.ReLU(inplace=False),
+                         nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros shaped like its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(op: str, channels: int) -> nn.Module:
+    """One edge operation, shape-preserving on ``channels`` channels."""
+    if op == "none":
+        return Zero()
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ArchitectureError(f"nb201: unknown op {op!r}; expected one of {', '.join(OPS)}")
+
+
+class Cell(nn.Module):
+    """One searched cell: node j = sum of op(node i) over the edges i -> j."""
+
+    def __init__(self, arch: NB201Arch, channels: int):
+        super().__init__()
+        self.edges = nn.ModuleList(make_op(op, channels) for op in arch.ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        k = 0
+        for target in (1, 2, 3):
+            total = self.edges[k](nodes[0])
+            for source in range(1, target):
+                total = total + self.edges[k + source](nodes[source])
+            k += target
+            nodes.append(total)
+        return nodes[3]
+
+
+class ResidualReduction(nn.Module):
+    """The reduction block between stages: two ReLU-Conv-BN (first stride 2) plus a pooled shortcut."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3)
+        # ceil_mode keeps the shortcut the same size as the strided conv on odd inputs
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride=2, ceil_mode=True),
+                                      nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+
+@register("spaces", "nb201")
+class NB201Space(SearchSpace):
+    """NAS-Bench-201: six edge decisions, each one of ``OPS``.
+
+    ``channels`` (C, 16 in the benchmark) is the stem width and ``cells_per_stage`` (N, 5 in the
+    benchmark) the number of cells in each of the three stages; smaller values give quick
+    networks for tests and proxies.
+    """
+
+    name = "nb201"
+    ops = OPS
+    size = len(OPS) ** NUM_EDGES
+
+    def __init__(self, *, channels: int = 16, cells_per_stage: int = 5):
+        if channels < 1:
+            raise ConfigError(f"nb201: channels={channels}; expected an integer >= 1")
+        if cells_per_stage < 0:
+            raise ConfigError(f"nb201: cells_per_stage={cells_per_stage}; expected an integer >= 0")
+        self.channels = channels
+        self.cells_per_stage = cells_per_stage
+
+    def options(self) -> dict[str, Any]:
+        return {"channels": self.channels, "cells_per_stage": self.cells_per_stage}
+
+    # -- text and sequential view -------------------------------------------------------------
+    def parse(self, text: str) -> NB201Arch:
+        return parse_cell(text)
+
+    def choices(self, prefix: Sequence[Decision]) -> list[Decision]:
+        if len(prefix) > NUM_EDGES:
+            raise ArchitectureError(f"nb201: prefix of {len(prefix)} decisions; a cell has {NUM_EDGES}")
+        return list(OPS) if len(prefix) < NUM_EDGES else []
+
+    def to_decisions(self, arch: Architecture) -> tuple[Decision, ...]:
+        return self._check(arch).ops
+
+    def from_decisions(self, decisions: Sequence[Decision]) -> NB201Arch:
+        if len(decisions) != NUM_EDGES:
+            raise ArchitectureError(
+                f"nb201: {len(decisions)} decisions {tuple(decisions)!r}; expected {NUM_EDGES} ops")
+        return NB201Arch(tuple(str(d) for d in decisions))
+
+    # -- sampling and neighbourhood -------------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> NB201Arch:
+        return NB201Arch(tuple(OPS[i] for i in rng.integers(len(OPS), size=NUM_EDGES)))
+
+    def mutate(self, arch: Architecture, rng: np.random.Generator) -> NB201Arch:
+        """Change the op of one random edge to a different op."""
+        ops = list(self._check(arch).ops)
+        edge = int(rng.integers(NUM_EDGES))
+        others = [op for op in OPS if op != ops[edge]]
+        ops[edge] = others[int(rng.integers(len(others)))]
+        return NB201Arch(tuple(ops))
+
+    def neighbours(self, arch: Architecture) -> list[NB201Arch]:
+        """All 24 cells that differ from ``arch`` on exactly one edge, in a fixed order."""
+        ops = self._check(arch).ops
+        return [NB201Arch(ops[:e] + (op,) + ops[e + 1:])
+                for e in range(NUM_EDGES) for op in OPS if op != ops[e]]
+
+    def canonical_key(self, arch: Architecture) -> str:
+        """Same key for isomorphic cells (see :func:`canonical_key`)."""
+        return canonical_key(self._check(arch))
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, arch: Architecture, task: Task) -> Network:
+        cell = self._check(arch)
+        shape = tuple(task.input_shape)
+        if task.kind not in ("image", "segmentation") or len(shape) != 3:
+            raise ArchitectureError(
+                f"nb201: needs image input (C, H, W); task {task.name!r} has kind {task.kind!r} "
+                f"and input shape {shape}")
+        c = self.channels
+        layers: list[nn.Module] = [nn.Conv2d(shape[0], c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResidualReduction(c, 2 * c))
+                c *= 2
+            layers.extend(Cell(cell, c) for _ in range(self.cells_per_stage))
+        layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        return Network(nn.Sequential(*layers), nn.Linear(c, task.num_classes))
+
+    def _check(self, arch: Architecture) -> NB201Arch:
+        if not isinstance(arch, NB201Arch):
+            raise ArchitectureError(f"nb201: {arch!r} is not a NAS-Bench-201 cell")
+        return arch

@@ -1,0 +1,95 @@
+"""Regularized (aging) evolution (Real et al., AAAI 2019).
+
+The first ``population_size`` asks are random samples. After that each child is
+``space.mutate(parent)``, where the parent is the best of ``sample_size`` members drawn at random
+(without replacement) from the population; every successful evaluation joins the population and,
+once it holds more than ``population_size`` members, the oldest one dies. Failed trials never
+join, so they are never parents.
+
+Defaults (P=20, S=5) suit budgets of a hundred to a few thousand evaluations; the NAS-Bench-201
+paper ran REA with P=10, S=3, and Real et al. used P=100, S=25 for 20,000 trained models.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Sequence
+
+from ..core import Architecture, Objective, SearchSpace, Strategy, Trial
+from ..errors import ConfigError
+from ..registry import register
+
+
+@register("strategies", "evolution")
+class RegularizedEvolution(Strategy):
+    """Aging evolution: tournament selection, one mutation per child, the oldest member dies."""
+
+    name = "evolution"
+
+    def __init__(self, *, seed: int = 0, population_size: int = 20, sample_size: int = 5):
+        super().__init__(seed=seed)
+        if population_size < 1:
+            raise ConfigError(f"evolution: population_size={population_size}; expected >= 1")
+        if not 1 <= sample_size <= population_size:
+            raise ConfigError(f"evolution: sample_size={sample_size}; expected 1..population_size "
+                              f"({population_size})")
+        self.population_size = population_size
+        self.sample_size = sample_size
+        self.population: deque[tuple[Architecture, float]] = deque()  # oldest first
+        self.asked = 0
+        self.told = 0
+        self.failed = 0
+        self._pending: dict[str, Any] | None = None
+
+    def ask(self, n: int = 1) -> list[Architecture]:
+        space = self._require_space()
+        out = []
+        for _ in range(n):
+            if self.asked < self.population_size or not self.population:
+                out.append(space.sample(self.rng))
+            else:
+                out.append(space.mutate(self._select(), self.rng))
+            self.asked += 1
+        return out
+
+    def _select(self) -> Architecture:
+        """The best of ``sample_size`` members drawn without replacement (first one on ties)."""
+        k = min(self.sample_size, len(self.population))
+        picks = self.rng.choice(len(self.population), size=k, replace=False)
+        best = max(picks, key=lambda i: (self.population[i][1], -i))
+        return self.population[int(best)][0]
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self.told += 1
+            score = self.reward(t)
+            if score is None:
+                self.failed += 1
+                continue
+            self.population.append((t.arch, score))
+            while len(self.population) > self.population_size:
+                self.population.popleft()
+
+    def info(self) -> dict[str, Any]:
+        phase = "random" if self.asked < self.population_size or not self.population else "mutation"
+        return {"phase": phase, "population": len(self.population)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "population": [[str(a), s] for a, s in self.population],
+                "asked": self.asked, "told": self.told, "failed": self.failed}
+
+    def setup(self, space: SearchSpace, objective: Objective, *, budget: int | None = None) -> None:
+        super().setup(space, objective, budget=budget)
+        if self._pending is not None:  # a state loaded before setup: parse its texts now
+            self.load_state_dict(self._pending)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.space is None:
+            self._pending = state
+            return
+        self._pending = None
+        super().load_state_dict(state)
+        space = self.space
+        self.population = deque((space.parse(text), float(s)) for text, s in state["population"])
+        self.asked, self.told, self.failed = state["asked"], state["told"], state["failed"]
