@@ -96,6 +96,11 @@ def search(
     if schedule_scale is not None:
         extra.setdefault("strategy_options", {})["schedule_scale"] = yaml.safe_load(schedule_scale)
     if full_training:
+        if (evaluator or "train") != "deep_prior" and resume is None:
+            from .errors import ConfigError
+
+            raise ConfigError("--full-training switches the deep_prior evaluator to conventional "
+                              f"training; it does not apply to evaluator {evaluator or 'train'!r}")
         extra.setdefault("evaluator_options", {})["full_training"] = True
     if resume is not None:
         given = {k: v for k, v in {**overrides, **extra}.items() if v is not None}

@@ -1,0 +1,110 @@
+"""`nasforge bench` on a generated NB201 table: outputs, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from nasforge.bench import BenchConfig, best_so_far, run_bench
+from nasforge.bench_tables import make_nb201_table
+from nasforge.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    # a generated table: metrics depend on the cell's operations, plus noise
+    return make_nb201_table(tmp_path_factory.mktemp("tables") / "nb201.csv", seed=0)
+
+
+def config(table, **kw):
+    base = dict(space="nb201", evaluator=f"table:{table}", search_metric="cifar10-val",
+                report_metric="cifar10-test", strategies=["random", "evolution"], seeds=3,
+                budget=30, workers=1)
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_writes_summary_curves_and_plot(table, tmp_path):
+    res = run_bench(config(table), tmp_path / "a")
+    summary = read(tmp_path / "a" / "summary.csv")
+    assert list(summary[0]) == ["strategy", "seed", "evaluations", "best_search_metric", "best_report_metric"]
+    assert len(summary) == 6 and {r["strategy"] for r in summary} == {"random", "evolution"}
+    assert all(int(r["evaluations"]) == 30 for r in summary)
+    curves = read(tmp_path / "a" / "curves.csv")
+    assert len(curves) == 6 * 30
+    run0 = [float(r["best_search_metric"]) for r in curves if r["strategy"] == "random" and r["seed"] == "0"]
+    assert run0 == sorted(run0)  # best so far never decreases
+    assert (tmp_path / "a" / "regret.png").stat().st_size > 1000
+    assert {row["strategy"] for row in res["table"]} == {"random", "evolution"}
+    # the report metric is that of the architecture with the best search metric
+    assert res["optimum"] >= max(float(r["best_search_metric"]) for r in summary)
+    # reproducible row by row from the seeds, also with parallel workers
+    run_bench(config(table, workers=2), tmp_path / "b")
+    assert read(tmp_path / "b" / "summary.csv") == summary
+
+
+def test_best_so_far_tracks_report_of_best():
+    curve, report = best_so_far([0.5, None, 0.7, 0.6], [0.4, None, 0.65, 0.9], "max")
+    assert curve == [0.5, 0.5, 0.7, 0.7] and report == [0.4, 0.4, 0.65, 0.65]
+
+
+def test_cost_budget_in_simulated_seconds(table, tmp_path):
+    run_bench(config(table, budget=None, cost_budget=20_000.0, strategies=["random"], seeds=1), tmp_path / "c")
+    curves = read(tmp_path / "c" / "curves.csv")
+    spent = [float(r["simulated_seconds"]) for r in curves]
+    assert spent[-2] < 20_000.0 <= spent[-1] + 1e-9 or spent[-1] < 20_000.0
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"strategies": ["random", "genetic"]}, ConfigError, "unknown strategy 'genetic'"),
+    ({"search_metric": "imagenet-val"}, Exception, "imagenet-val"),
+    ({"seeds": 0}, ConfigError, "seeds"),
+    ({"strategies": []}, ConfigError, "empty"),
+])
+def test_bad_input_refused_before_work(table, tmp_path, kw, error, match):
+    with pytest.raises(error, match=match):
+        run_bench(config(table, **kw), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_tables_refused(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("cell,acc\nx,1\n")
+    with pytest.raises((ConfigError, DataError), match="arch"):
+        run_bench(config(bad), tmp_path / "y")
+    unparsable = tmp_path / "unparsable.csv"
+    unparsable.write_text("arch,cifar10-val,cifar10-test\n|nor_conv_3x3~0|+|bogus~0|,1,1\n")
+    with pytest.raises((ConfigError, DataError), match="row"):
+        run_bench(config(unparsable), tmp_path / "z")
+
+
+def test_existing_results_not_overwritten(table, tmp_path):
+    run_bench(config(table, strategies=["random"], seeds=1, budget=5), tmp_path / "d")
+    before = (tmp_path / "d" / "summary.csv").read_text()
+    with pytest.raises(ConfigError, match="already holds"):
+        run_bench(config(table, strategies=["random"], seeds=2, budget=5), tmp_path / "d")
+    assert (tmp_path / "d" / "summary.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_bench_cli(table, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nasforge", "bench", "--space", "nb201",
+                           "--evaluator", f"table:{table}", "--search-metric", "cifar10-val",
+                           "--report-metric", "cifar10-test", "--strategies", "random,local",
+                           "--budget", "10", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "random" in proc.stdout and "local" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "nasforge", "bench", "--space", "nb201",
+                          "--evaluator", f"table:{table}", "--search-metric", "nope",
+                          "--strategies", "random", "--out", str(tmp_path / "p")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
