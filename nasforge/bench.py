@@ -45,6 +45,7 @@ class BenchConfig:
     seeds: int = 20
     budget: int | None = 100
     cost_budget: float | None = None  # simulated seconds (the evaluator's cost)
+    cost_column: str | None = None  # table column holding each architecture's simulated seconds
     report_metric: str | None = None
     space_options: dict[str, Any] = field(default_factory=dict)
     evaluator_options: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +63,8 @@ class BenchConfig:
             opts.setdefault("search_metric", self.search_metric)
             if self.report_metric:
                 opts.setdefault("report_metric", self.report_metric)
+            if self.cost_column:
+                opts.setdefault("cost_column", self.cost_column)
         return name, opts
 
 
@@ -89,6 +92,8 @@ def validate(cfg: BenchConfig) -> tuple[Any, Any]:
         raise ConfigError(f"--seeds must be >= 1, got {cfg.seeds}")
     if cfg.budget is None and cfg.cost_budget is None:
         raise ConfigError("give --budget (evaluations) or --cost-budget (simulated seconds)")
+    if cfg.cost_budget is not None and cfg.cost_budget <= 0:
+        raise ConfigError(f"--cost-budget must be positive, got {cfg.cost_budget}")
     if cfg.budget is not None and cfg.budget < 1:
         raise ConfigError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.mode not in ("max", "min"):

@@ -251,6 +251,7 @@ def bench(
     strategies: str = typer.Option("random,evolution,reinforce,local", help="comma-separated"),
     budget: Optional[int] = typer.Option(None, help="evaluations per search (default 100)"),
     cost_budget: Optional[float] = typer.Option(None, help="simulated seconds per search instead"),
+    cost_column: Optional[str] = typer.Option(None, help="table column of simulated seconds"),
     seeds: int = typer.Option(20, help="seeds per strategy"),
     workers: int = typer.Option(2, help="parallel searches"),
     mode: str = typer.Option("max", help="max or min the search metric"),
@@ -285,7 +286,7 @@ def bench(
                               f"one of the strategies ({', '.join(names)})")
     cfg = BenchConfig(space=space, evaluator=evaluator, search_metric=search_metric,
                       report_metric=report_metric, strategies=names, seeds=seeds, budget=budget,
-                      cost_budget=cost_budget, space_options=space_opts,
+                      cost_budget=cost_budget, cost_column=cost_column, space_options=space_opts,
                       evaluator_options=ev_opts, strategy_options=strat_opts, mode=mode,
                       workers=workers)
     res = run_bench(cfg, out, progress=lambda done, total: console.print(

@@ -57,10 +57,14 @@ def test_best_so_far_tracks_report_of_best():
 
 
 def test_cost_budget_in_simulated_seconds(table, tmp_path):
-    run_bench(config(table, budget=None, cost_budget=20_000.0, strategies=["random"], seeds=1), tmp_path / "c")
-    curves = read(tmp_path / "c" / "curves.csv")
-    spent = [float(r["simulated_seconds"]) for r in curves]
-    assert spent[-2] < 20_000.0 <= spent[-1] + 1e-9 or spent[-1] < 20_000.0
+    run_bench(config(table, budget=None, cost_budget=20_000.0, cost_column="train_seconds",
+                     strategies=["random"], seeds=1), tmp_path / "c")
+    spent = [float(r["simulated_seconds"]) for r in read(tmp_path / "c" / "curves.csv")]
+    assert spent[-2] < 20_000.0 <= spent[-1]
+    # a cost budget without a cost column cannot end: refused instead of running forever
+    with pytest.raises(Exception, match="cost"):
+        run_bench(config(table, budget=None, cost_budget=100.0, strategies=["random"], seeds=1,
+                         workers=1), tmp_path / "e")
 
 
 @pytest.mark.parametrize("kw, error, match", [

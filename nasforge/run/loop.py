@@ -111,6 +111,10 @@ class Search:
                     proposals.append((told + i, self.strategy.ask(1)[0], info))
                 batch = self._evaluate(proposals, stored)
                 self.trials.extend(batch)
+                if budget.cost is not None and not any(budget.cost_key in t.result.cost for t in self.trials):
+                    raise RunError(f"a cost budget needs the evaluator to report cost "
+                                   f"{budget.cost_key!r}, but {self.evaluator.name!r} did not "
+                                   "(for a table, give its cost column)")
                 self.strategy.tell(batch)
                 self.elapsed = time.perf_counter() - t0
                 self.store.save_checkpoint(len(self.trials), {
