@@ -53,28 +53,12 @@ class RunConfig(BaseModel):
     seed: int = 0
     keep_trials: bool = False
 
-    @pydantic.field_validator("task")
+    @pydantic.field_validator("task", "space", "strategy", "evaluator")
     @classmethod
-    def _known_task(cls, v: str) -> str:
-        registry.get("tasks", v)
-        return v
-
-    @pydantic.field_validator("space")
-    @classmethod
-    def _known_space(cls, v: str) -> str:
-        registry.get("spaces", v)
-        return v
-
-    @pydantic.field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, v: str) -> str:
-        registry.get("strategies", v)
-        return v
-
-    @pydantic.field_validator("evaluator")
-    @classmethod
-    def _known_evaluator(cls, v: str) -> str:
-        registry.get("evaluators", v.split(":", 1)[0])
+    def _known_component(cls, v: str, info: pydantic.ValidationInfo) -> str:
+        kind = {"task": "tasks", "space": "spaces", "strategy": "strategies",
+                "evaluator": "evaluators"}[info.field_name]
+        registry.get(kind, v.split(":", 1)[0] if kind == "evaluators" else v)
         return v
 
     @pydantic.field_validator("objective")
