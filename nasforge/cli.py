@@ -21,7 +21,8 @@ from .errors import NasforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="nasforge: neural architecture search on your data.")
-console = Console(stderr=False)
+# piped output is not wrapped to 80 columns, so net strings stay on one line in logs
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 

@@ -26,7 +26,7 @@ DEMO_CHAIN_OPTIONS: dict[str, Any] = {
     "min_conv": 2,
     "max_conv": 5,
 }
-DEMO_BUDGET = 40
+DEMO_BUDGET = 90
 
 
 class RunConfig(BaseModel):
