@@ -8,7 +8,7 @@ For architectures sampled from the chain space with the main job's narrowing (fe
 64; 2 to 5 convolutions), on digits (8x8) and on 28x28 MNIST-format data, it times
 
 - ``deep_prior``: embedding the three splits with the frozen random encoder plus the linear
-  classifier's 30 epochs on the embedding (evaluator defaults), and
+  classifier's 15 epochs on the embedding (evaluator defaults), and
 - ``train``: the train evaluator with its defaults (20 epochs, encoder and head trained),
 
 and prints the ratio (target: at least 10x). The 28x28 data is Fashion-MNIST from

@@ -16,7 +16,7 @@ job's narrowing (features 16, 32, 64; 2 to 5 convolutions; otherwise DP-NAS's ru
 1 to 11, pooling 2 to 4, residual blocks, classifier input map at most 8x8): DP-NAS's full
 feature list (up to 1024) gives multi-million-parameter networks on 8x8 inputs, slow on two CPU
 cores, while the narrowed space still spans about 20% to 99% validation accuracy. The deep-prior
-evaluator keeps its defaults (kaiming-normal encoder, linear classifier, Adam lr 1e-3, 30 epochs).
+evaluator keeps its defaults (kaiming-normal encoder, linear classifier, Adam lr 3e-3, 15 epochs).
 
 Prints the best architecture (by validation accuracy, the reward) with its test accuracy, the
 best test accuracy of any trial (target: >= 95%), and the mean reward of the epsilon-1 phase

@@ -36,7 +36,7 @@ def test_decent_architecture_scores_well_above_chance():
     assert result.status == "ok", result.reason
     m, c = result.metrics, result.cost
     assert m["val_acc"] > 0.9 and m["test_acc"] > 0.9 and m["reward"] == m["val_acc"]
-    assert m["val_acc"] >= m["final_val_acc"] and len(result.curves["val_acc"]) == 30
+    assert m["val_acc"] >= m["final_val_acc"] and len(result.curves["val_acc"]) == DeepPriorEvaluator().config.epochs
     assert c["features"] == 64 * 4 * 4 and c["classifier_params"] == 1024 * 10 + 10
     assert c["encoder_params"] == (64 * 9 + 64) + 2 * (64 * 64 * 9 + 64)
     assert c["params"] == c["encoder_params"] + c["classifier_params"]
