@@ -1,7 +1,6 @@
 """Random search, regularized evolution, local search and REINFORCE on NB201 tables and a toy space."""
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -9,20 +8,13 @@ import torch
 
 from nasforge import registry
 from nasforge.bench_tables import make_nb201_table
-from nasforge.core import Architecture, Objective, SearchSpace, Trial, TrialResult
+from nasforge.core import Objective, SearchSpace, Trial, TrialResult
 from nasforge.errors import ArchitectureError, ConfigError
 from nasforge.evaluators.table import TableEvaluator
 from nasforge.spaces.nb201 import NB201Space
+from nasforge.testing import ToyArch
 
 STRATEGIES = ["random", "evolution", "local", "reinforce"]
-
-
-@dataclass(frozen=True, eq=False)
-class ToyArch(Architecture):
-    decisions: tuple
-
-    def __str__(self) -> str:
-        return "-".join(str(d) for d in self.decisions)
 
 
 class ToySpace(SearchSpace):
@@ -40,7 +32,7 @@ class ToySpace(SearchSpace):
         return bigger + ["stop"]
 
     def to_decisions(self, arch):
-        return arch.decisions
+        return arch.values
 
     def from_decisions(self, decisions):
         return ToyArch(tuple(decisions))
@@ -57,12 +49,12 @@ class ToySpace(SearchSpace):
         raise NotImplementedError
 
     def valid(self, arch) -> bool:
-        d = arch.decisions
+        d = arch.values
         return bool(d) and all(d[i] in self.choices(d[:i]) for i in range(len(d))) and not self.choices(d)
 
 
 def toy_score(arch: ToyArch) -> float:
-    nums = [d for d in arch.decisions if d != "stop"]
+    nums = [d for d in arch.values if d != "stop"]
     return float(sum(nums) - 0.5 * len(nums))
 
 

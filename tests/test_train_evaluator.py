@@ -6,28 +6,20 @@ import pickle
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 from nasforge import registry
 from nasforge.core import Architecture, Network, SearchSpace, Task, TrialResult
+from nasforge.data import load_task
 from nasforge.errors import ArchitectureError, ConfigError
 from nasforge.evaluators.train import HeadRegularizer, TrainEvaluator, build_network
 
 
 def digits_task(seed: int = 0) -> Task:
-    """sklearn digits as a Task of (1, 8, 8) standardised images, split 60/20/20."""
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None]
-    x = (x - x.mean()) / x.std()
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
-    a, b = int(0.6 * len(y)), int(0.8 * len(y))
-    train, val, test = [(x[i], y[i]) for i in (perm[:a], perm[a:b], perm[b:])]
-    return Task("digits", "image", (1, 8, 8), 10, train, val, test)
+    """The digits task from the project's own loader."""
+    return load_task("digits", seed=seed)
 
 
 TASK = digits_task()

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 from nasforge.cost import count_flops, count_params, measure_latency_ms
 from nasforge.errors import ConfigError, DataError
+from nasforge.data import load_task
 from nasforge.training import (TrainConfig, TrainingDiverged, cosine_lr, evaluate, fit,
                                is_out_of_memory, predict_batches, resolve_device, train_step)
 
 
 def digits_splits(seed: int = 0):
-    """sklearn digits as (1, 8, 8) standardised images, split 60/20/20."""
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None]
-    x = (x - x.mean()) / x.std()
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
-    a, b = int(0.6 * len(y)), int(0.8 * len(y))
-    return [(x[i], y[i]) for i in (perm[:a], perm[a:b], perm[b:])]
+    """The digits task's (1, 8, 8) train / val / test splits (the project's own loader)."""
+    task = load_task("digits", seed=seed)
+    return [task.train, task.val, task.test]
 
 
 TRAIN, VAL, TEST = digits_splits()
