@@ -25,3 +25,7 @@ class ArchitectureError(NasforgeError, ValueError):
 
 class RunError(NasforgeError):
     """A run directory cannot be used (locked, exists, missing, incompatible)."""
+
+
+class MissingDependencyError(NasforgeError):
+    """An optional package needed for this operation is not installed (the message names the extra)."""

@@ -145,6 +145,8 @@ class Run:
             trials = search.run(budget)
         finally:
             self.refresh(force=True)
+        from ..export.onnx import export_best  # best/model.onnx (skipped, with a log line, without the onnx extra)
+        export_best(self.dir, c["space"], c["task"], evaluator=c["evaluator"])
         return trials
 
     def _on_trial(self, search: Search, trial: Trial) -> None:
