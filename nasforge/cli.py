@@ -308,7 +308,7 @@ def _load_command_modules() -> None:
     """Commands that live in their own modules register themselves on ``app`` when imported."""
     import importlib
 
-    for module in ("nasforge.cli_dpnas",):
+    for module in ("nasforge.cli_dpnas", "nasforge.cli_export"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -130,3 +130,76 @@ def test_export_best_of_a_run_directory(tmp_path):
     torch.save(space.build(other, task).state_dict(), best / "model.pt")
     assert export_best(tmp_path, space, task) is None
     assert not path.exists()
+
+
+# -- a run's best/model.onnx and `nasforge export` ----------------------------------------------
+
+
+def cli(*args: str) -> int:
+    """``nasforge ARGS`` in this process (as the console script runs it); its exit status."""
+    import sys
+
+    from nasforge import cli as cli_module
+
+    argv = sys.argv
+    sys.argv = ["nasforge", *args]
+    try:
+        cli_module.main()
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A 3-trial search on digits (real data, 1 epoch each), finished and closed."""
+    from nasforge.config import load_config
+    from nasforge.run.rundir import Run
+
+    out = tmp_path_factory.mktemp("runs") / "r"
+    cfg = load_config(None, {"budget": 3, "seed": 1, "evaluator_options": {"epochs": 1},
+                             "space_options": {"features": [16], "min_conv": 2, "max_conv": 3}})
+    with Run.create(cfg, out) as run:
+        run.search()
+    return out
+
+
+def test_run_writes_best_model_onnx_matching_best_model_pt(small_run):
+    from nasforge.experiments import open_run
+
+    ctx = open_run(small_run)
+    arch = ctx.space.parse((small_run / "best" / "arch.txt").read_text().strip())
+    net = ctx.space.build(arch, ctx.task)
+    net.load_state_dict(torch.load(small_run / "best" / "model.pt", weights_only=True))
+    x = ctx.task.test[0][:33]
+    with torch.no_grad():
+        ref = net.eval()(x).numpy()
+    out = run_onnx(small_run / "best" / "model.onnx", x)
+    assert np.max(np.abs(out - ref)) <= 1e-4
+    assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+def test_export_command(small_run, capsys):
+    best = json.loads((small_run / "best" / "metrics.json").read_text())["trial"]
+    assert cli("export", str(small_run), "--format", "onnx") == 0
+    assert (small_run / "export" / f"trial-{best}.onnx").is_file()
+    assert "weights best/model.pt" in capsys.readouterr().out
+    # the same file again is refused, nothing overwritten
+    assert cli("export", str(small_run)) == 2
+    assert "already exists" in capsys.readouterr().err
+    other = next(i for i in range(3) if i != best)
+    assert cli("export", str(small_run), "--trial", str(other)) == 2
+    err = capsys.readouterr().err
+    assert f"trial {other} of" in err and "--untrained" in err
+    assert cli("export", str(small_run), "--trial", str(other), "--untrained", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["trial"] == other and info["weights"].startswith("untrained (seed ")
+    assert info["max_abs_diff"] <= 1e-4 and info["path"].endswith(f"trial-{other}-untrained.onnx")
+    assert cli("export", str(small_run), "--trial", "99") == 2
+    assert "valid trial indices are 0..2" in capsys.readouterr().err
+    assert cli("export", str(small_run), "--format", "tflite") == 2
+    assert "--format 'tflite'; expected one of onnx" in capsys.readouterr().err
+    assert cli("export", str(small_run / "nope")) == 2
+    assert "does not exist" in capsys.readouterr().err

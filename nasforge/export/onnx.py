@@ -318,6 +318,84 @@ def export_best(run_dir: str | Path, space: SearchSpace, task: Task, *, evaluato
     return result.path
 
 
+@dataclass
+class TrialExport:
+    """What ``export_trial`` exported: the trial, where its weights came from, the file."""
+
+    trial: int
+    arch: str
+    weights: str  # "best/model.pt", a kept trial's model.pt, or "untrained (seed S)"
+    export: OnnxExport
+
+
+def export_trial(run_dir: str | Path, *, trial: int | None = None, out: str | Path | None = None,
+                 untrained: bool = False, exporter: Exporter = "auto") -> TrialExport:
+    """Export one trial of a run to ONNX (``nasforge export``); the best trial by default.
+
+    The network is rebuilt from the run's saved config (task, space, evaluator options). Its
+    weights: ``best/model.pt`` for the best trial, the trial's own ``model.pt`` where it was kept
+    (``keep_trials: true``), or, with ``untrained=True``, the initialisation the trial started
+    from. Without kept weights and without ``untrained`` the export is refused. ``out`` defaults
+    to ``RUN_DIR/export/trial-<id>.onnx`` (``-untrained`` added); an existing file is never
+    overwritten.
+    """
+    from ..errors import RunError
+    from ..experiments import make_evaluator, open_run
+
+    _check_exporter(exporter)
+    require_onnx(exporter)
+    ctx = open_run(run_dir)
+    best = ctx.dir / "best"
+    best_info = _best_trial_info(best)
+    best_id = best_info.get("trial")
+    if trial is None:
+        if best_id is None:
+            raise RunError(f"run {ctx.dir} has no best trial yet (no best/metrics.json); "
+                           "choose one with --trial INDEX")
+        trial = int(best_id)
+    row = ctx.row(trial)
+    arch = check_arch_text(ctx.space, row["arch"])
+    weights: Path | None = None
+    if not untrained:
+        kept = (row.get("artifacts") or {}).get("model")
+        best_arch = (best / "arch.txt").read_text().strip() if (best / "arch.txt").is_file() else None
+        if best_id == trial and best_arch == row["arch"] and (best / "model.pt").is_file():
+            weights = best / "model.pt"
+        elif kept and Path(kept).is_file():
+            weights = Path(kept)
+        elif kept and (ctx.dir / "trials" / str(trial) / "model.pt").is_file():  # run moved
+            weights = ctx.dir / "trials" / str(trial) / "model.pt"
+        else:
+            status = "" if row["status"] == "ok" else f" (it {row['status']}: {row.get('reason')})"
+            raise RunError(
+                f"trial {trial} of {ctx.dir} has no trained weights to export{status}: a run keeps "
+                f"only the best trial's (best/model.pt{'' if best_id is None else f', trial {best_id}'})"
+                f", and every trial's only with keep_trials: true. Add --untrained to export its "
+                f"network with the initial weights of trial seed {row['seed']}")
+    if out is None:
+        out = ctx.dir / "export" / f"trial-{trial}{'-untrained' if weights is None else ''}.onnx"
+    out = Path(out)
+    if out.exists():
+        raise RunError(f"{out} already exists; choose another --out (nothing was overwritten)")
+    name, _, arg = str(ctx.config.get("evaluator", "train")).partition(":")
+    try:
+        options = ctx.evaluator_options(name)
+        if arg:
+            options.setdefault("path", arg)
+        evaluator = make_evaluator(name, options)
+    except NasforgeError:  # e.g. a table file that moved: the space's own network is the same
+        evaluator = None
+    net = trial_network(arch, ctx.space, ctx.task, evaluator=evaluator, seed=int(row["seed"]))
+    if weights is not None:
+        load_weights(net, weights)
+    what = str(weights.relative_to(ctx.dir) if weights.is_relative_to(ctx.dir) else weights) \
+        if weights is not None else f"untrained (seed {row['seed']})"
+    result = export_onnx(net, example_batch(ctx.task), out, exporter=exporter,
+                         metadata=model_metadata(arch, ctx.space, ctx.task, **{
+                             "nasforge.trial": trial, "nasforge.weights": what}))
+    return TrialExport(trial=trial, arch=str(arch), weights=what, export=result)
+
+
 def _best_trial_info(best: Path) -> dict[str, Any]:
     try:
         info = json.loads((best / "metrics.json").read_text())
@@ -326,6 +404,6 @@ def _best_trial_info(best: Path) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["export_onnx", "export_best", "OnnxExport", "ExportError", "MissingDependencyError",
+__all__ = ["export_onnx", "export_best", "export_trial", "OnnxExport", "TrialExport", "ExportError", "MissingDependencyError",
            "missing_packages", "require_onnx", "run_onnx", "ort_session", "trial_network",
            "load_weights", "example_batch", "model_metadata", "INSTALL_HINT", "EXPORTERS"]
