@@ -58,7 +58,7 @@ from ..cost import count_flops, count_params, measure_latency_ms
 from ..errors import ArchitectureError, ConfigError
 from ..registry import register
 from ..training import (Data, FitResult, TrainConfig, TrainingDiverged, evaluate, fit,
-                        predict_batches, resolve_device, seeded)
+                        predict_batches, resolve_device, seeded_module)
 from .train import TrainEvaluator, build_network, feature_shape
 
 Init = Literal["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal"]
@@ -351,12 +351,11 @@ def cached_embedding(arch: Architecture, space: SearchSpace, task: Task, *, seed
 def make_classifier(kind: str, features: int, num_classes: int, *, hidden: int = 256,
                     seed: int) -> nn.Module:
     """A linear or one-hidden-layer MLP classifier on ``features`` inputs, seeded by ``seed``."""
-    with seeded(int(seed)):
-        if kind == "linear":
-            return nn.Linear(features, num_classes)
-        if kind == "mlp":
-            return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_classes))
+    if kind == "linear":
+        return seeded_module(lambda: nn.Linear(features, num_classes), int(seed))
+    if kind == "mlp":
+        return seeded_module(lambda: nn.Sequential(nn.Linear(features, hidden), nn.ReLU(),
+                                                   nn.Linear(hidden, num_classes)), int(seed))
     raise ConfigError(f"classifier {kind!r}; expected 'linear', 'mlp' or 'head'")
 
 

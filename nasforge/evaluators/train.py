@@ -20,7 +20,8 @@ from ..core import Architecture, Evaluator, Network, SearchSpace, Task, TrialRes
 from ..cost import count_flops, count_params, measure_latency_ms
 from ..errors import ArchitectureError, ConfigError
 from ..registry import register
-from ..training import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device, seeded
+from ..training import (TrainConfig, TrainingDiverged, evaluate, fit, resolve_device,
+                        seeded_module)
 
 
 class HeadRegularizer(nn.Module):
@@ -64,13 +65,15 @@ def add_head_regularizer(network: Network, input_shape: Sequence[int], *, batch_
 
 def build_network(space: SearchSpace, arch: Architecture, task: Task, *, seed: int,
                   batch_norm_head: bool = False, dropout: float = 0.0) -> Network:
-    """``space``'s network for ``arch`` on ``task``, initialised from ``seed``; global RNG restored.
+    """``space``'s network for ``arch`` on ``task``, initialised from a generator seeded ``seed``.
 
+    Built by ``training.seeded_module``: torch's global RNG is neither read nor reseeded, and the
+    weights equal those of building under ``torch.manual_seed(seed)``.
     Raises ``ArchitectureError`` if ``arch`` does not fit ``task``.
     """
-    with seeded(seed):
-        space.check(arch, task)
-    with seeded(seed):
+    space.check(arch, task)
+
+    def factory() -> Network:
         network = space.build(arch, task)
         if batch_norm_head or dropout > 0:
             if not isinstance(network, Network):
@@ -79,7 +82,9 @@ def build_network(space: SearchSpace, arch: Architecture, task: Task, *, seed: i
                                         "dropout need one")
             add_head_regularizer(network, task.input_shape, batch_norm=batch_norm_head,
                                  dropout=dropout)
-    return network
+        return network
+
+    return seeded_module(factory, seed)
 
 
 def save_state_dict(model: nn.Module, path: Path) -> Path:
