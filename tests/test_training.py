@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +17,10 @@ from torch import nn
 from nasforge.cost import count_flops, count_params, measure_latency_ms
 from nasforge.errors import ConfigError, DataError
 from nasforge.data import load_task
-from nasforge.training import (TrainConfig, TrainingDiverged, cosine_lr, evaluate, fit,
-                               is_out_of_memory, predict_batches, resolve_device, train_step)
+from nasforge.training import (BatchStream, Callback, Criterion, Engine, TrainConfig,
+                               TrainingDiverged, cosine_lr, evaluate, evaluate_metrics, fit,
+                               is_out_of_memory, predict_batches, reset_parameters,
+                               resolve_device, seeded_module, train_step)
 
 
 def digits_splits(seed: int = 0):
@@ -294,3 +302,315 @@ def test_params_flops_latency():
     assert 0 < latency < 1000 and model.training
     with pytest.raises(ConfigError):
         measure_latency_ms(model, (1, 8, 8), repeats=0)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine: metrics by task kind
+
+
+def test_classification_metrics_match_known_values():
+    # 4 rows, 3 classes: predictions 0, 1, 1, 2 for labels 0, 1, 2, 2
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 2.0, 1.9], [0.0, 1.0, 2.0]])
+    y = torch.tensor([0, 1, 2, 2])
+    m = Criterion(TrainConfig(top_k=(2,))).metrics(logits, y)
+    assert m["acc"] == 0.75 and m["top2_acc"] == 1.0
+    # F1 per class: 1, 2/3 (tp 1, fp 1), 2/3 (tp 1, fn 1) -> macro 7/9 (as sklearn's f1 macro)
+    assert m["macro_f1"] == pytest.approx(7 / 9)
+    assert m["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item())
+
+
+def test_segmentation_pixel_accuracy_and_mean_iou_skip_the_ignore_index():
+    # one 2x2 image, 2 classes; the last pixel is ignored (255)
+    y = torch.tensor([[[0, 1], [1, 255]]])
+    pred = torch.tensor([[[0, 1], [0, 0]]])
+    logits = torch.nn.functional.one_hot(pred, 2).permute(0, 3, 1, 2).float() * 5
+    m = Criterion(TrainConfig(kind="segmentation", ignore_index=255)).metrics(logits, y)
+    assert m["acc"] == pytest.approx(2 / 3)
+    # class 0: tp 1, union 2 -> 1/2; class 1: tp 1, union 2 -> 1/2
+    assert m["miou"] == pytest.approx(0.5)
+
+
+def test_segmentation_training_learns_and_monitors_miou():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 1, 6, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    y[:, 0, 0] = 7  # an ignored pixel per image, with a label no output has
+    config = TrainConfig(kind="segmentation", ignore_index=7, lr=0.1, batch_size=16, epochs=8)
+    result = fit(seeded_module(lambda: nn.Conv2d(1, 2, 1), 0), (x, y), (x, y), config, seed=0)
+    assert result.monitor == "miou" and result.best_score == max(result.curves["val_miou"])
+    assert result.best_score > 0.9 and result.best_metrics["acc"] > 0.95
+
+
+def test_regression_minimises_mse_and_picks_the_lowest_epoch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    config = TrainConfig(kind="regression", lr=0.05, batch_size=32, epochs=30)
+    model = seeded_module(lambda: nn.Linear(3, 1), 0)
+    result = fit(model, (x, y), (x, y), config, seed=0)
+    assert result.monitor == "mse" and result.best_score == min(result.curves["val_mse"])
+    assert result.best_score < 1e-3 and math.isnan(result.best_val_acc)
+    assert evaluate_metrics(model, (x, y), config)["mse"] < 1e-3
+
+
+def test_label_smoothing_changes_training_loss_only():
+    plain = fit(mlp(), TRAIN, VAL, TrainConfig(epochs=1, batch_size=64), seed=0)
+    smooth = fit(mlp(), TRAIN, VAL, TrainConfig(epochs=1, batch_size=64, label_smoothing=0.2),
+                 seed=0)
+    # a smoothed target keeps the loss away from 0: its train loss is higher
+    assert smooth.curves["train_loss"][0] > plain.curves["train_loss"][0]
+    model = mlp()
+    x, y = TRAIN[0][:64], TRAIN[1][:64]
+    out = model(x)
+    smoothed = Criterion(TrainConfig(label_smoothing=0.2)).loss(out, y)
+    expected = 0.8 * nn.functional.cross_entropy(out, y) - 0.2 * out.log_softmax(1).mean(1).mean()
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    # validation loss is plain cross-entropy
+    assert Criterion(TrainConfig(label_smoothing=0.2)).loss(out, y, training=False).item() == \
+        pytest.approx(nn.functional.cross_entropy(out, y).item())
+
+
+@pytest.mark.parametrize("bad", [dict(kind="detection"), dict(label_smoothing=1.0),
+                                 dict(top_k=(0,)), dict(monitor="miou"),
+                                 dict(kind="regression", label_smoothing=0.1)])
+def test_bad_engine_options_are_refused(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad)).split("_")[0]):
+        TrainConfig(**bad)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine: optimizers, parameter groups, callbacks, clipping
+
+
+def test_parameter_groups_get_their_own_learning_rates():
+    model = mlp()
+    frozen = params_of(model)
+    groups = [{"params": model[1].parameters(), "lr": 0.0}, {"params": model[4].parameters()}]
+    result = fit(model, TRAIN, None, TrainConfig(lr=1e-2, epochs=1, batch_size=64), seed=0,
+                 parameters=groups)
+    after = params_of(model)
+    assert torch.equal(after[0], frozen[0]) and torch.equal(after[1], frozen[1])  # lr 0
+    assert not torch.equal(after[2], frozen[2])
+    assert result.curves["lr"][0] == 0.0  # the first group's rate
+
+
+class Bilevel(Callback):
+    """DARTS-like: before each weight step, one step of the 'alpha' optimizer on a val batch."""
+
+    def __init__(self, val):
+        self.val, self.steps, self.seen = val, 0, []
+
+    def on_fit_start(self, engine):
+        self.stream = engine.stream("val", self.val, batch_size=32)
+
+    def on_step_start(self, engine):
+        self.seen.append((engine.epoch, engine.step, engine.batch[0].shape[0]))
+        engine.optimize(*self.stream.next(), optimizers=("alpha",))
+        self.steps += 1
+
+    def on_epoch_end(self, engine, logs):
+        engine.state.setdefault("epochs", []).append(logs["train_loss"])
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def two_optimizer_engine(callbacks=(), seed=0, model=None):
+    model = model or mlp()
+    weights = torch.optim.SGD(model[1].parameters(), lr=0.05, momentum=0.9)
+    alpha = torch.optim.Adam(model[4].parameters(), lr=1e-2)
+    return model, Engine(model, TrainConfig(epochs=4, batch_size=128, grad_clip=5.0), seed=seed,
+                         optimizers={"weights": weights, "alpha": alpha},
+                         step_optimizers=("weights",), callbacks=list(callbacks))
+
+
+def test_callback_runs_its_own_optimizer_step_on_validation_batches():
+    before = params_of(mlp())
+    cb = Bilevel(VAL)
+    model, engine = two_optimizer_engine([cb])
+    result = engine.fit(TRAIN, VAL)
+    steps_per_epoch = math.ceil(TRAIN[0].shape[0] / 128)
+    assert cb.steps == result.steps == 4 * steps_per_epoch
+    assert cb.seen[0] == (1, 0, 128) and cb.seen[-1][:2] == (4, result.steps - 1)
+    after = params_of(model)
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))  # both optimizers stepped
+    assert len(engine.state["epochs"]) == 4 and result.best_val_acc > 0.8
+    # without the callback only the 'weights' optimizer steps: the head stays as initialised
+    model, engine = two_optimizer_engine()
+    engine.fit(TRAIN, VAL)
+    assert torch.equal(params_of(model)[2], before[2])
+
+
+def test_callback_can_stop_training_and_see_counters():
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, engine, logs):
+            engine.stop = engine.epoch == 2
+
+    result = fit(mlp(), TRAIN, VAL, TrainConfig(epochs=5, batch_size=128), seed=0,
+                 callbacks=[StopAfterTwo()])
+    assert result.epochs_run == 2 and len(result.curves["val_acc"]) == 2
+
+
+def test_grad_clip_bounds_the_update():
+    # SGD without momentum: the update is lr * clipped gradient, so its norm is <= lr * clip
+    model = mlp()
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    x, y = TRAIN[0][:64], TRAIN[1][:64] * 0 + 3
+    train_step(model, opt, x, y * 0 + 3, chunk=64, device=torch.device("cpu"), grad_clip=0.01)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_device_auto_resolves_to_an_available_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert fit(mlp(), TRAIN, VAL, TrainConfig(epochs=1), seed=0, device="auto").epochs_run == 1
+
+
+# --------------------------------------------------------------------------------------------
+# no global random state
+
+
+def test_building_and_training_never_touch_the_global_rng():
+    state = torch.get_rng_state()
+    built = [seeded_module(lambda: mlp_body(0.3), 4) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state)
+    results = []
+    for model, global_seed in zip(built, (1, 2)):
+        torch.manual_seed(global_seed)  # a different global state must not change anything
+        results.append((fit(model, TRAIN, VAL, TrainConfig(epochs=2, batch_size=64), seed=3).curves,
+                        params_of(model)))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_seeded_module_equals_torch_default_init_under_manual_seed():
+    torch.manual_seed(11)
+    expected = mlp_body(0.0)
+    got = seeded_module(lambda: mlp_body(0.0), 11)
+    assert all(torch.equal(a, b) for a, b in zip(expected.state_dict().values(),
+                                                 got.state_dict().values()))
+    lstm = seeded_module(lambda: nn.LSTM(3, 4), 2)
+    torch.manual_seed(2)
+    assert all(torch.equal(a, b) for a, b in zip(nn.LSTM(3, 4).parameters(), lstm.parameters()))
+
+
+def test_unknown_module_with_parameters_is_refused_with_its_name():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.alpha = nn.Parameter(torch.ones(3))
+
+    with pytest.raises(ConfigError, match="Scale.*reset_parameters"):
+        reset_parameters(nn.Sequential(Scale()), torch.Generator())
+
+    class Alpha(Scale):
+        def reset_parameters(self, generator):
+            nn.init.normal_(self.alpha, generator=generator)
+
+    a = seeded_module(Alpha, 3)
+    b = seeded_module(Alpha, 3)
+    assert torch.equal(a.alpha, b.alpha) and not torch.equal(a.alpha, torch.ones(3))
+
+
+def mlp_body(dropout: float) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(32, 10))
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints and exact resume
+
+
+def resume_engine(seed=0):
+    model = seeded_module(lambda: mlp_body(0.2), 9)
+    cb = Bilevel(VAL)
+    weights = torch.optim.SGD(model[1].parameters(), lr=0.05, momentum=0.9)
+    alpha = torch.optim.Adam(model[4].parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(alpha, step_size=1, gamma=0.5)
+    config = TrainConfig(epochs=4, batch_size=128, grad_clip=5.0, restore_best=True,
+                         label_smoothing=0.1)
+    engine = Engine(model, config, seed=seed, optimizers={"weights": weights, "alpha": alpha},
+                    step_optimizers=("weights",), schedulers={"alpha": sched}, callbacks=[cb])
+    return model, engine, cb
+
+
+class Interrupt(Callback):
+    def on_epoch_start(self, engine):
+        if engine.epoch == 3:
+            os._exit(0)  # the process dies (no clean-up) right after epoch 2's checkpoint
+
+
+def test_resume_from_a_checkpoint_equals_training_straight(tmp_path):
+    model, engine, cb = resume_engine()
+    straight = engine.fit(TRAIN, VAL)
+    expected = params_of(model)
+
+    path = tmp_path / "engine.pt"
+    # the first half in another process, which dies after epoch 2
+    script = textwrap.dedent(f"""
+        import sys, torch
+        torch.set_num_threads(1)
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import test_training as t
+        model, engine, cb = t.resume_engine()
+        engine.callbacks.append(t.Interrupt())
+        engine.fit(t.TRAIN, t.VAL, checkpoint={str(path)!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 2 and not saved["finished"]
+    assert len(saved["result"]["curves"]["val_acc"]) == 2
+
+    model2, engine2, cb2 = resume_engine()
+    engine2.callbacks.append(Callback())  # the same number of callbacks as the first half
+    resumed = engine2.fit(TRAIN, VAL, checkpoint=path, resume=True)
+    assert resumed.resumed_from_epoch == 2 and cb2.steps == straight.steps
+    assert resumed.curves == straight.curves
+    assert (resumed.best_epoch, resumed.best_val_acc) == (straight.best_epoch, straight.best_val_acc)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model2), expected))
+    # resuming a finished checkpoint trains nothing more and gives the same model
+    model3, engine3, _ = resume_engine()
+    engine3.callbacks.append(Callback())
+    again = engine3.fit(TRAIN, VAL, checkpoint=path, resume=True)
+    assert again.curves == straight.curves and again.resumed_from_epoch == 4
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model3), expected))
+
+
+def test_checkpoint_is_written_atomically_each_epoch_and_checked_on_resume(tmp_path):
+    path = tmp_path / "ck.pt"
+    epochs = []
+
+    class Watch(Callback):
+        def on_epoch_start(self, engine):
+            if path.exists():
+                epochs.append(torch.load(path, weights_only=True)["epoch"])
+
+    fit(mlp(), TRAIN, VAL, TrainConfig(epochs=3, batch_size=256), seed=0, checkpoint=path,
+        callbacks=[Watch()])
+    assert epochs == [1, 2] and not (tmp_path / "ck.pt.tmp").exists()
+    with pytest.raises(ConfigError, match="lr"):
+        fit(mlp(), TRAIN, VAL, TrainConfig(epochs=3, batch_size=256, lr=0.5), seed=0,
+            checkpoint=path, resume=True)
+    with pytest.raises(ConfigError, match="seed"):
+        fit(mlp(), TRAIN, VAL, TrainConfig(epochs=3, batch_size=256), seed=1, checkpoint=path,
+            resume=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+        fit(mlp(), TRAIN, VAL, TrainConfig(epochs=3, batch_size=256), seed=0, checkpoint=path,
+            resume=True)
+
+
+def test_batch_stream_cycles_through_every_row_and_restores():
+    x = torch.arange(10).float().unsqueeze(1)
+    stream = BatchStream((x, torch.arange(10)), batch_size=4, seed=0)
+    first = torch.cat([stream.next()[1] for _ in range(3)])
+    assert sorted(first.tolist()) == list(range(10))
+    state = stream.state_dict()
+    ahead = [stream.next()[1] for _ in range(4)]
+    stream.load_state_dict(state)
+    assert all(torch.equal(a, stream.next()[1]) for a in ahead)
