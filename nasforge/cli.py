@@ -31,7 +31,7 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
     from .errors import ConfigError
 
     out: dict[str, Any] = {}
-    groups = {"task", "space", "strategy", "evaluator"}
+    groups = {"task", "space", "strategy", "evaluator", "method"}
     for item in sets or []:
         key, sep, raw = item.partition("=")
         group, dot, name = key.partition(".")
@@ -70,6 +70,8 @@ def search(
     task: Optional[str] = typer.Option(None, help="task name (digits, mnist1d, mnist, ...)"),
     space: Optional[str] = typer.Option(None, help="search space (chain, nb201, ...)"),
     strategy: Optional[str] = typer.Option(None, help="strategy (random, evolution, qlearning, ...)"),
+    method: Optional[str] = typer.Option(
+        None, help="what drives the run: multitrial (default), sequential_halving, ..."),
     evaluator: Optional[str] = typer.Option(None, help="evaluator (train, deep_prior, table:PATH, ...)"),
     objective: Optional[str] = typer.Option(None, help="max:METRIC or min:METRIC (default max:val_acc)"),
     budget: Optional[int] = typer.Option(None, help="number of trials"),
@@ -91,7 +93,7 @@ def search(
     from .run.rundir import Run
 
     overrides: dict[str, Any] = {"task": task, "space": space, "strategy": strategy,
-                                 "evaluator": evaluator, "objective": objective, "budget": budget,
+                                 "method": method, "evaluator": evaluator, "objective": objective, "budget": budget,
                                  "time_budget": time_budget, "workers": workers, "seed": seed}
     extra = _parse_sets(option)
     if schedule_scale is not None:
@@ -116,7 +118,8 @@ def search(
         run = Run.create(cfg, out)
     with run:
         cfg = run.config
-        console.print(f"run directory: [bold]{run.dir}[/bold]  ({cfg.strategy} search over "
+        how = "" if cfg.method == "multitrial" else f"method {cfg.method}, "
+        console.print(f"run directory: [bold]{run.dir}[/bold]  ({how}{cfg.strategy} search over "
                       f"{cfg.space} on {cfg.task}, evaluator {cfg.evaluator}, "
                       f"budget {cfg.budget or '-'} trials"
                       f"{f', {cfg.time_budget} min' if cfg.time_budget else ''})")

@@ -52,12 +52,14 @@ class RunConfig(BaseModel):
     batch: int | None = Field(default=None, ge=1)  # trials asked at once; None: = workers
     seed: int = 0
     keep_trials: bool = False
+    method: str = "multitrial"  # what drives the run (nasforge.methods)
+    method_options: dict[str, Any] = Field(default_factory=dict)
 
-    @pydantic.field_validator("task", "space", "strategy", "evaluator")
+    @pydantic.field_validator("task", "space", "strategy", "evaluator", "method")
     @classmethod
     def _known_component(cls, v: str, info: pydantic.ValidationInfo) -> str:
         kind = {"task": "tasks", "space": "spaces", "strategy": "strategies",
-                "evaluator": "evaluators"}[info.field_name]
+                "evaluator": "evaluators", "method": "methods"}[info.field_name]
         registry.get(kind, v.split(":", 1)[0] if kind == "evaluators" else v)
         return v
 
@@ -99,6 +101,7 @@ class RunConfig(BaseModel):
         registry.validate_options("strategies", self.strategy, self.strategy_options)
         name, opts = self.evaluator_name_and_options()
         registry.validate_options("evaluators", name, opts)
+        registry.validate_options("methods", self.method, self.method_options)
 
     def resolved(self) -> dict[str, Any]:
         """The config with defaults filled in, as saved in ``config.yaml``."""

@@ -1,4 +1,5 @@
-"""Name registries: configs and the CLI pick spaces, strategies, evaluators and tasks by name.
+"""Name registries: configs and the CLI pick spaces, strategies, evaluators, tasks, executors
+and methods by name.
 
 Built-in components are listed here by module path and imported only when first asked for, so
 ``import nasforge`` stays light (no Ray, ONNX or aeon at import time). Users register their own
@@ -24,7 +25,7 @@ import pydantic
 
 from .errors import ConfigError
 
-KINDS = ("spaces", "strategies", "evaluators", "tasks", "executors")
+KINDS = ("spaces", "strategies", "evaluators", "tasks", "executors", "methods")
 
 # name -> module that registers it on import (lazy; keeps heavy optional imports out of startup)
 _BUILTIN: dict[str, dict[str, str]] = {
@@ -56,6 +57,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "executors": {
         "local": "nasforge.run.executors",
         "process": "nasforge.run.executors",
+    },
+    "methods": {
+        "multitrial": "nasforge.methods.multitrial",
     },
 }
 

@@ -1,24 +1,40 @@
 """The search loop: ask the strategy, evaluate, record each finished trial, tell, checkpoint.
 
-``Search`` is the one loop every multi-trial search uses, from the CLI's ``search`` (with a run
-directory on disk) to ``bench`` (thousands of short searches in an in-memory store).
+``Search`` is the one loop every multi-trial search uses, from the CLI's ``search`` (through the
+``multitrial`` method, with a run directory on disk) to ``bench`` (thousands of short searches in
+an in-memory store). It has two modes:
 
-Resume contract. After every batch the strategy's state is checkpointed in the store together
-with the number of trials told. On resume the strategy is restored from the latest checkpoint
-and asked again: because its state includes its random state, it proposes the same
-architectures, and every trial already in the store (matched by id and architecture) is reused
-instead of evaluated. So no finished trial is lost or evaluated twice, the trial that was
-interrupted is evaluated again, and the finished run equals one that was never interrupted.
+- ``batch``: ask ``batch`` architectures, evaluate them all, tell them in the order asked,
+  checkpoint. A slow trial holds the others, but the sequence of proposals depends only on the
+  seed, whatever the number of workers: use it for reproducible comparisons.
+- ``async``: keep ``executor.workers`` trials in flight; as soon as one finishes it is recorded,
+  told (alone), checkpointed, and a new one is asked, so a slow trial never holds the others.
+  With one worker this is exactly ``batch`` with ``batch=1``. With N > 1 workers each trial's
+  result still depends only on its architecture and seed (trial ``i`` gets seed
+  ``derive_seed(run seed, i)``), but the order of tells depends on timing, so which
+  architectures the strategy proposes after the first N may differ between two runs.
+
+Resume contract. After every tell the strategy's state is checkpointed in the store with the
+ids told so far (in tell order), the next id to ask, and the trials in flight (asked, not yet
+finished: id, architecture text and info). On resume the strategy is restored from the latest
+checkpoint; the trials in flight are evaluated again (same id, architecture and seed; taken from
+the store without evaluating if they had finished after the checkpoint), then the strategy is
+asked again: because its state includes its random state, it proposes the same architectures,
+and every trial already in the store (matched by id and architecture) is reused instead of
+evaluated. So no finished trial is lost or evaluated twice, a trial that was interrupted is
+evaluated again, and a resumed ``batch`` (or one-worker) run equals one that was never
+interrupted.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from ..core import (Evaluator, Objective, SearchSpace, Strategy, Task, Trial, TrialResult,
                     best_trial, derive_seed)
@@ -26,7 +42,9 @@ from ..errors import RunError
 from .executors import Executor, Job, LocalExecutor
 from .store import Store
 
-TrialCallback = Callable[["Search", Trial], None]
+# ``callback(driver, trial)``: the driver (a ``Search`` or a method's context) has ``trials``
+# (told so far) and ``best``
+TrialCallback = Callable[[Any, Trial], None]
 
 
 @dataclass
@@ -64,12 +82,19 @@ class Search:
     keep_trial_dirs: bool = False
     on_trial: Sequence[TrialCallback] = ()  # after each finished trial is stored
     on_batch: Sequence[Callable[["Search"], None]] = ()  # after each tell + checkpoint
+    mode: Literal["batch", "async"] = "batch"
+    checkpoint_name: str = "multitrial"  # the method its checkpoints belong to in the store
+    first_id: int = 0  # id of the first trial (a method may run a search after other trials)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise RunError(f"batch must be >= 1, got {self.batch}")
-        self.trials: list[Trial] = []
+        if self.mode not in ("batch", "async"):
+            raise RunError(f"mode {self.mode!r}; expected 'batch' or 'async'")
+        self.trials: list[Trial] = []  # told, in the order told
         self.elapsed = 0.0
+        self.next_id = self.first_id
+        self._pending: dict[int, tuple[Any, dict]] = {}  # asked, not finished: id -> (arch, info)
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -79,54 +104,111 @@ class Search:
     def spent_cost(self, key: str) -> float:
         return sum(float(t.result.cost.get(key, 0.0)) for t in self.trials)
 
-    def _restore(self) -> dict[int, Trial]:
-        """Load the checkpoint (if any) and return the stored trials by id."""
+    def _restore(self) -> tuple[dict[int, Trial], list[tuple[int, Any, dict]]]:
+        """Load the checkpoint (if any); return the stored trials by id and the trials that were
+        in flight when it was taken."""
         stored = {t.id: t for t in self.store.trials(self.space)}
-        told = 0
-        ckpt = self.store.latest_checkpoint()
+        told_ids: list[int] = []
+        in_flight: list[tuple[int, Any, dict]] = []
+        ckpt = self.store.latest_checkpoint(self.checkpoint_name)
         if ckpt is not None:
-            told, state = ckpt
+            step, state = ckpt
             self.strategy.load_state_dict(state["strategy"])
             self.elapsed = float(state.get("elapsed", 0.0))
-        self.trials = [stored[i] for i in range(told) if i in stored]
-        if len(self.trials) != told:
-            raise RunError(f"store is inconsistent: checkpoint after {told} trials but only "
-                           f"{len(self.trials)} of them are stored")
-        return stored
+            # checkpoints before asynchronous mode told ids first_id.. in order, none in flight
+            told_ids = [int(i) for i in state.get("told", range(self.first_id, self.first_id + step))]
+            self.next_id = int(state.get("next_id", self.first_id + step))
+            in_flight = [(int(i), self.space.parse(a), dict(info))
+                         for i, a, info in state.get("in_flight", [])]
+        self.trials = [stored[i] for i in told_ids if i in stored]
+        if len(self.trials) != len(told_ids):
+            raise RunError(f"store is inconsistent: checkpoint after {len(told_ids)} trials but "
+                           f"only {len(self.trials)} of them are stored")
+        return stored, in_flight
+
+    def _checkpoint(self) -> None:
+        self.store.save_checkpoint(len(self.trials), {
+            "strategy": self.strategy.state_dict(), "elapsed": self.elapsed,
+            "told": [t.id for t in self.trials], "next_id": self.next_id,
+            "in_flight": [[i, str(a), info] for i, (a, info) in sorted(self._pending.items())]},
+            method=self.checkpoint_name)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, budget: Budget) -> list[Trial]:
-        """Search until the budget is spent; returns all trials (including resumed ones)."""
+        """Search until the budget is spent; returns all trials told (including resumed ones)."""
         self.strategy.setup(self.space, self.objective, budget=budget.trials)
-        stored = self._restore()
+        stored, in_flight = self._restore()
         self.executor.start(self.space, self.evaluator, self.task)
         t0 = time.perf_counter() - self.elapsed
         try:
-            while not self._exhausted(budget, time.perf_counter() - t0):
-                told = len(self.trials)
-                n = self.batch if budget.trials is None else min(self.batch, budget.trials - told)
-                proposals = []
-                for i in range(n):  # one ask per trial, so each records the strategy's info then
-                    info = dict(self.strategy.info())
-                    proposals.append((told + i, self.strategy.ask(1)[0], info))
-                batch = self._evaluate(proposals, stored)
-                self.trials.extend(batch)
-                if budget.cost is not None and not any(budget.cost_key in t.result.cost for t in self.trials):
-                    raise RunError(f"a cost budget needs the evaluator to report cost "
-                                   f"{budget.cost_key!r}, but {self.evaluator.name!r} did not "
-                                   "(for a table, give its cost column)")
-                self.strategy.tell(batch)
-                self.elapsed = time.perf_counter() - t0
-                self.store.save_checkpoint(len(self.trials), {
-                    "strategy": self.strategy.state_dict(), "elapsed": self.elapsed})
-                for cb in self.on_batch:
-                    cb(self)
+            if self.mode == "async":
+                self._run_async(budget, stored, in_flight, t0)
+            else:
+                self._run_batches(budget, stored, t0)
         finally:
             self.executor.close()
         return self.trials
 
-    def _exhausted(self, budget: Budget, elapsed: float) -> bool:
-        if budget.trials is not None and len(self.trials) >= budget.trials:
+    def _ask(self) -> tuple[int, Any, dict]:
+        """One ask (so each trial records the strategy's info at its own ask) with the next id."""
+        info = dict(self.strategy.info())
+        arch = self.strategy.ask(1)[0]
+        tid, self.next_id = self.next_id, self.next_id + 1
+        return tid, arch, info
+
+    def _told(self, batch: list[Trial], budget: Budget, t0: float) -> None:
+        """Tell finished trials, checkpoint, and call the batch callbacks."""
+        self.trials.extend(batch)
+        if budget.cost is not None and not any(budget.cost_key in t.result.cost for t in self.trials):
+            raise RunError(f"a cost budget needs the evaluator to report cost "
+                           f"{budget.cost_key!r}, but {self.evaluator.name!r} did not "
+                           "(for a table, give its cost column)")
+        self.strategy.tell(batch)
+        self.elapsed = time.perf_counter() - t0
+        self._checkpoint()
+        for cb in self.on_batch:
+            cb(self)
+
+    def _run_batches(self, budget: Budget, stored: dict[int, Trial], t0: float) -> None:
+        while not self._exhausted(budget, time.perf_counter() - t0):
+            asked = self.next_id - self.first_id
+            n = self.batch if budget.trials is None else min(self.batch, budget.trials - asked)
+            proposals = [self._ask() for _ in range(n)]
+            self._told(self._evaluate(proposals, stored), budget, t0)
+
+    def _run_async(self, budget: Budget, stored: dict[int, Trial],
+                   in_flight: list[tuple[int, Any, dict]], t0: float) -> None:
+        ready: collections.deque[Trial] = collections.deque()  # finished before a crash: no rerun
+        started: dict[int, float] = {}
+
+        def launch(tid: int, arch: Any, info: dict) -> None:
+            self._pending[tid] = (arch, info)
+            old = self._reuse(tid, arch, stored)
+            if old is not None:
+                ready.append(old)
+                return
+            started[tid] = time.time()
+            self.executor.submit(self._job(tid, arch))
+
+        for tid, arch, info in in_flight:  # the checkpoint's trials in flight run again first
+            launch(tid, arch, info)
+        while True:
+            while (len(self._pending) < self.executor.workers
+                   and not self._exhausted(budget, time.perf_counter() - t0, asked=True)):
+                launch(*self._ask())
+            if ready:
+                trial = ready.popleft()
+            elif self.executor.pending():
+                job, result = self.executor.next_done()
+                trial = self._record(job, result, started.pop(job.index, time.time()))
+            else:
+                break
+            del self._pending[trial.id]
+            self._told([trial], budget, t0)
+
+    def _exhausted(self, budget: Budget, elapsed: float, asked: bool = False) -> bool:
+        done = (self.next_id - self.first_id) if asked else len(self.trials)
+        if budget.trials is not None and done >= budget.trials:
             return True
         if budget.seconds is not None and elapsed >= budget.seconds:
             return True
@@ -134,35 +216,47 @@ class Search:
             return True
         return False
 
-    def _evaluate(self, proposals: list[tuple[int, object, dict]], stored: dict[int, Trial]) -> list[Trial]:
+    def _reuse(self, tid: int, arch: Any, stored: dict[int, Trial]) -> Trial | None:
+        """The stored trial ``tid`` if it finished before a crash; refuses a different arch."""
+        old = stored.get(tid)
+        if old is not None and str(old.arch) != str(arch):
+            raise RunError(
+                f"cannot resume: trial {tid} in the store is {old.arch} but the strategy "
+                f"now proposes {arch}; was the run's config changed?")
+        return old
+
+    def _job(self, tid: int, arch: Any) -> Job:
+        workdir = None if self.trial_dir is None else str(self.trial_dir / str(tid))
+        return Job(index=tid, arch=str(arch), seed=derive_seed(self.seed, tid), workdir=workdir)
+
+    def _record(self, job: Job, result: TrialResult, started: float) -> Trial:
+        """Store a finished trial and call the trial callbacks."""
+        arch, info = self._pending[job.index]
+        trial = Trial(id=job.index, arch=arch, result=result, seed=job.seed, info=info,
+                      started=started, finished=time.time())
+        self.store.add_trial(trial)
+        for cb in self.on_trial:
+            cb(self, trial)
+        if job.workdir and not self.keep_trial_dirs:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        return trial
+
+    def _evaluate(self, proposals: list[tuple[int, Any, dict]], stored: dict[int, Trial]) -> list[Trial]:
         """Evaluate a batch (reusing stored trials); results in the order asked."""
         done: dict[int, Trial] = {}
         jobs: list[Job] = []
-        archs = {}
         for tid, arch, info in proposals:
-            archs[tid] = (arch, info)
-            old = stored.get(tid)
+            self._pending[tid] = (arch, info)
+            old = self._reuse(tid, arch, stored)
             if old is not None:
-                if str(old.arch) != str(arch):
-                    raise RunError(
-                        f"cannot resume: trial {tid} in the store is {old.arch} but the strategy "
-                        f"now proposes {arch}; was the run's config changed?")
                 done[tid] = old
-                continue
-            workdir = None if self.trial_dir is None else str(self.trial_dir / str(tid))
-            jobs.append(Job(index=tid, arch=str(arch), seed=derive_seed(self.seed, tid),
-                            workdir=workdir))
+            else:
+                jobs.append(self._job(tid, arch))
         started = time.time()
         for job, result in (self.executor.run(jobs) if jobs else ()):
-            arch, info = archs[job.index]
-            trial = Trial(id=job.index, arch=arch, result=result, seed=job.seed, info=info,
-                          started=started, finished=time.time())
-            self.store.add_trial(trial)
-            done[job.index] = trial
-            for cb in self.on_trial:
-                cb(self, trial)
-            if job.workdir and not self.keep_trial_dirs:
-                shutil.rmtree(job.workdir, ignore_errors=True)
+            done[job.index] = self._record(job, result, started)
+        for tid, _, _ in proposals:
+            del self._pending[tid]
         return [done[tid] for tid, _, _ in proposals]
 
 

@@ -59,8 +59,9 @@ def build_components(cfg: RunConfig) -> dict[str, Any]:
     evaluator = registry.create("evaluators", ev_name, **ev_opts)
     if hasattr(evaluator, "validate"):
         evaluator.validate(space)
+    method = registry.create("methods", cfg.method, **cfg.method_options)
     return {"task": task, "space": space, "strategy": strategy, "evaluator": evaluator,
-            "objective": Objective.parse(cfg.objective)}
+            "objective": Objective.parse(cfg.objective), "method": method}
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -131,18 +132,24 @@ class Run:
 
     # -- running ----------------------------------------------------------------------------------
     def search(self) -> list[Trial]:
+        """Run the config's method (``multitrial`` by default) until its budget is spent."""
+        from ..methods import MethodContext, run_method
+
         cfg, c = self.config, self.components
         executor = registry.create("executors", cfg.executor_name, workers=cfg.workers)
-        search = Search(space=c["space"], strategy=c["strategy"], evaluator=c["evaluator"],
-                        task=c["task"], objective=self.objective, seed=cfg.seed, store=self.store,
-                        executor=executor, batch=cfg.batch_size, trial_dir=self.dir / "trials",
-                        keep_trial_dirs=cfg.keep_trials,
-                        on_trial=[self._on_trial, *self.listeners], on_batch=[self._on_batch])
         budget = Budget(trials=cfg.budget,
                         seconds=None if cfg.time_budget is None else cfg.time_budget * 60,
                         cost=cfg.cost_budget)
+        ev_name, ev_opts = cfg.evaluator_name_and_options()
+        ctx = MethodContext(task=c["task"], space=c["space"], evaluator=c["evaluator"],
+                            objective=self.objective, seed=cfg.seed, store=self.store,
+                            budget=budget, executor=executor, strategy=c["strategy"],
+                            batch=cfg.batch, evaluator_name=ev_name, evaluator_options=ev_opts,
+                            trial_dir=self.dir / "trials", work_dir=self.dir / "method",
+                            keep_trial_dirs=cfg.keep_trials,
+                            on_trial=[self._on_trial, *self.listeners], on_step=[self._on_batch])
         try:
-            trials = search.run(budget)
+            trials = run_method(c["method"], ctx)
         finally:
             self.refresh(force=True)
         from ..export.onnx import export_best  # best/model.onnx (skipped, with a log line, without the onnx extra)

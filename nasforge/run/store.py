@@ -6,8 +6,14 @@ exclusive ``flock`` on ``run.lock`` beside the database, which the kernel releas
 process dies, so a second process on the same run directory is refused with a clear message
 while a crashed run can always be resumed.
 
-Strategy checkpoints are ``torch.save`` blobs of plain values and tensors, loaded back with
-``weights_only=True`` (never arbitrary pickles).
+Checkpoints are ``torch.save`` blobs of plain values and tensors, loaded back with
+``weights_only=True`` (never arbitrary pickles). Each belongs to a method (``multitrial``, a
+one-shot method, ...) and a step at that method's own granularity (trials told, epochs, rungs);
+a run whose methods run one after another keeps each method's checkpoints apart.
+
+Schema versions: 1 had one checkpoint series (``checkpoints(step, ...)``); 2 keys checkpoints by
+``(method, step)``. A version-1 store is migrated when opened for writing (its checkpoints
+become ``multitrial``'s, which is the only method version 1 knew), in one transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import torch
 from ..core import SearchSpace, Trial, TrialResult
 from ..errors import RunError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DEFAULT_METHOD = "multitrial"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,10 +51,26 @@ CREATE TABLE IF NOT EXISTS trials (
     finished REAL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    step INTEGER PRIMARY KEY,
+    method TEXT NOT NULL DEFAULT 'multitrial',
+    step INTEGER NOT NULL,
     created REAL NOT NULL,
-    state BLOB NOT NULL
+    state BLOB NOT NULL,
+    PRIMARY KEY (method, step)
 );
+"""
+
+_MIGRATE_1_TO_2 = """
+CREATE TABLE checkpoints_v2 (
+    method TEXT NOT NULL DEFAULT 'multitrial',
+    step INTEGER NOT NULL,
+    created REAL NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (method, step)
+);
+INSERT INTO checkpoints_v2 (method, step, created, state)
+    SELECT 'multitrial', step, created, state FROM checkpoints;
+DROP TABLE checkpoints;
+ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
 """
 
 
@@ -106,8 +129,24 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
-        if self.get_meta("schema_version") is None:
+        version = self.get_meta("schema_version")
+        if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) < SCHEMA_VERSION:
+            self._migrate(int(version))
+        elif int(version) > SCHEMA_VERSION:
+            raise RunError(f"{self.path} was written by a newer nasforge (store schema {version}; "
+                           f"this one reads up to {SCHEMA_VERSION}); upgrade nasforge to open it")
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to ``SCHEMA_VERSION`` (one transaction per step)."""
+        if version == 1:
+            self.conn.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 +
+                                    "INSERT OR REPLACE INTO meta (key, value) "
+                                    "VALUES ('schema_version', '2'); COMMIT;")
+            version = 2
+        if version != SCHEMA_VERSION:
+            raise RunError(f"{self.path}: no migration from store schema {version}")
 
     # -- metadata ---------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -158,23 +197,37 @@ class Store:
         return out
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int = 3) -> None:
-        """Save the strategy state after ``step`` told trials; keep the newest ``keep``."""
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int = 3, *,
+                        method: str = DEFAULT_METHOD) -> None:
+        """Save ``method``'s state at ``step`` (trials told, epochs...); keep its newest ``keep``."""
         buf = io.BytesIO()
         torch.save(state, buf)
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO checkpoints (step, created, state) VALUES (?,?,?)",
-                              (step, time.time(), buf.getvalue()))
-            self.conn.execute("DELETE FROM checkpoints WHERE step NOT IN "
-                              "(SELECT step FROM checkpoints ORDER BY step DESC LIMIT ?)", (keep,))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO checkpoints (method, step, created, state) "
+                              "VALUES (?,?,?,?)", (method, step, time.time(), buf.getvalue()))
+            self.conn.execute("DELETE FROM checkpoints WHERE method = ? AND step NOT IN "
+                              "(SELECT step FROM checkpoints WHERE method = ? "
+                              "ORDER BY step DESC LIMIT ?)", (method, method, keep))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
-    def latest_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+    def latest_checkpoint(self, method: str = DEFAULT_METHOD) -> tuple[int, dict[str, Any]] | None:
+        """``(step, state)`` of ``method``'s newest checkpoint, or None."""
         row = self.conn.execute(
-            "SELECT step, state FROM checkpoints ORDER BY step DESC LIMIT 1").fetchone()
+            "SELECT step, state FROM checkpoints WHERE method = ? ORDER BY step DESC LIMIT 1",
+            (method,)).fetchone()
         if row is None:
             return None
         state = torch.load(io.BytesIO(row[1]), weights_only=True)
         return int(row[0]), state
+
+    def checkpoint_methods(self) -> list[str]:
+        """The methods that have checkpoints in this store."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT method FROM checkpoints ORDER BY method")]
 
     def close(self) -> None:
         self.conn.close()

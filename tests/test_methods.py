@@ -1,0 +1,244 @@
+"""Methods and the multi-trial loop's modes, on the toy space (no training): the store's
+per-method checkpoints and schema migration, asynchronous workers and their resume contract."""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+
+import pytest
+
+from nasforge import registry
+from nasforge.core import Objective, Trial, TrialResult
+from nasforge.errors import ConfigError, RunError
+from nasforge.methods import Method, MethodContext, run_method
+from nasforge.run.executors import Executor, ProcessExecutor
+from nasforge.run.loop import Budget, Search
+from nasforge.run.store import SCHEMA_VERSION, Store
+from nasforge.testing import FunctionalEvaluator, ToySpace, toy_score
+
+
+class SimulatedClockExecutor(Executor):
+    """``workers`` simulated workers on a virtual clock: each job takes 1 or 10 time units
+    (from a hash of its architecture), ``next_done`` returns the job that finishes first. So
+    results come back out of order, deterministically, with no real waiting."""
+
+    def __init__(self, workers: int = 2):
+        self.workers = workers
+        self.now = 0.0
+        self._jobs: list[tuple[float, int, object]] = []
+        self.evaluated: list[int] = []
+
+    def submit(self, job) -> None:
+        # a job starts when a worker is free: at most `workers` run at once
+        busy = sorted(t for t, _, _ in self._jobs)
+        start = self.now if len(busy) < self.workers else busy[len(busy) - self.workers]
+        duration = 10.0 if zlib.crc32(job.arch.encode()) % 2 else 1.0
+        self._jobs.append((start + duration, job.index, job))
+
+    def next_done(self):
+        self._jobs.sort(key=lambda j: (j[0], j[1]))
+        finish, _, job = self._jobs.pop(0)
+        self.now = finish
+        self.evaluated.append(job.index)
+        return job, FunctionalEvaluator().evaluate(self.space.parse(job.arch), self.space, None,
+                                                   seed=job.seed)
+
+    def pending(self) -> int:
+        return len(self._jobs)
+
+
+def make_search(store, *, strategy="random", seed=0, mode="async", executor=None, **kw) -> Search:
+    return Search(space=ToySpace(), strategy=registry.create("strategies", strategy, seed=seed),
+                  evaluator=FunctionalEvaluator(), task=None, objective=Objective("val_acc"),
+                  seed=seed, store=store, executor=executor or SimulatedClockExecutor(), mode=mode,
+                  **kw)
+
+
+def summary(trials):
+    return sorted((t.id, str(t.arch), t.status, t.metrics.get("val_acc"), t.seed) for t in trials)
+
+
+# -- the store ----------------------------------------------------------------------------------
+def test_checkpoints_are_kept_per_method(tmp_path):
+    store = Store(tmp_path / "run.db")
+    for step in range(5):
+        store.save_checkpoint(step, {"s": step}, keep=2)
+        store.save_checkpoint(10 + step, {"e": step}, keep=2, method="oneshot")
+    assert store.latest_checkpoint() == (4, {"s": 4})
+    assert store.latest_checkpoint("oneshot") == (14, {"e": 4})
+    assert store.latest_checkpoint("other") is None
+    assert store.checkpoint_methods() == ["multitrial", "oneshot"]
+    assert store.conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 4
+
+
+def test_schema_1_store_is_migrated(tmp_path):
+    # a version-1 store as nasforge wrote it before methods: checkpoints keyed by step alone
+    import io
+
+    import torch
+
+    db = tmp_path / "run.db"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE trials (id INTEGER PRIMARY KEY, arch TEXT NOT NULL, status TEXT NOT NULL,
+            seed INTEGER NOT NULL, metrics TEXT NOT NULL, curves TEXT NOT NULL, cost TEXT NOT NULL,
+            info TEXT NOT NULL, artifacts TEXT NOT NULL, reason TEXT, started REAL, finished REAL);
+        CREATE TABLE checkpoints (step INTEGER PRIMARY KEY, created REAL NOT NULL, state BLOB NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO trials VALUES (0, '1-2-3', 'ok', 7, '{"val_acc": 0.5}', '{}', '{}', '{}', '{}',
+                                   NULL, NULL, NULL);
+    """)
+    for step in (1, 2):
+        buf = io.BytesIO()
+        torch.save({"strategy": {"step": step}}, buf)
+        con.execute("INSERT INTO checkpoints VALUES (?, 0.0, ?)", (step, buf.getvalue()))
+    con.commit()
+    con.close()
+    store = Store(db)
+    assert store.get_meta("schema_version") == SCHEMA_VERSION == 2
+    assert store.latest_checkpoint("multitrial") == (2, {"strategy": {"step": 2}})
+    assert [t.metrics for t in store.trials(ToySpace())] == [{"val_acc": 0.5}]
+    store.close()
+    Store(db).close()  # opening a migrated store again changes nothing
+    con = sqlite3.connect(db)
+    cols = [r[1] for r in con.execute("PRAGMA table_info(checkpoints)")]
+    assert cols == ["method", "step", "created", "state"]
+
+
+def test_store_from_a_newer_nasforge_is_refused(tmp_path):
+    store = Store(tmp_path / "run.db")
+    store.set_meta("schema_version", SCHEMA_VERSION + 1)
+    store.close()
+    with pytest.raises(RunError, match="newer nasforge"):
+        Store(tmp_path / "run.db")
+
+
+# -- asynchronous mode --------------------------------------------------------------------------
+def test_async_with_one_worker_equals_batch_of_one():
+    a = make_search(Store(), seed=3, mode="async", executor=SimulatedClockExecutor(1)).run(Budget(trials=15))
+    b = make_search(Store(), seed=3, mode="batch", batch=1).run(Budget(trials=15))
+    assert [(t.id, str(t.arch)) for t in a] == [(t.id, str(t.arch)) for t in b]
+
+
+def test_async_tells_as_trials_finish_and_keeps_workers_busy():
+    executor = SimulatedClockExecutor(2)
+    trials = make_search(Store(), seed=5, executor=executor).run(Budget(trials=12))
+    assert sorted(t.id for t in trials) == list(range(12))
+    told = [t.id for t in trials]
+    assert told != sorted(told)  # slow trials were overtaken: told in finishing order
+    batch_exec = SimulatedClockExecutor(2)
+    make_search(Store(), seed=5, mode="batch", batch=2, executor=batch_exec).run(Budget(trials=12))
+    assert executor.now < batch_exec.now  # no worker waited for a slow sibling
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+@pytest.mark.parametrize("crash_at", [3, 7])
+def test_async_resume_loses_nothing_and_runs_nothing_twice(tmp_path, strategy, crash_at):
+    class Crash(Exception):
+        pass
+
+    finished: list[int] = []
+
+    def crash(search, trial):  # after the trial is stored, before it is told and checkpointed
+        finished.append(trial.id)
+        if len(finished) == crash_at:
+            raise Crash()
+
+    store = Store(tmp_path / "run.db")
+    first = SimulatedClockExecutor(2)
+    with pytest.raises(Crash):
+        make_search(store, strategy=strategy, seed=8, executor=first, on_trial=[crash]).run(Budget(trials=14))
+    store.close()
+    before = {t.id: str(t.arch) for t in Store(tmp_path / "run.db").trials(ToySpace())}
+    assert len(before) == crash_at
+
+    store = Store(tmp_path / "run.db")
+    second = SimulatedClockExecutor(2)
+    trials = make_search(store, strategy=strategy, seed=8, executor=second).run(Budget(trials=14))
+    assert sorted(t.id for t in trials) == list(range(14))  # every trial told exactly once
+    assert not set(second.evaluated) & set(before)  # nothing finished is evaluated again
+    assert sorted(first.evaluated + second.evaluated) == list(range(14))
+    stored = {t.id: str(t.arch) for t in store.trials(ToySpace())}
+    assert all(stored[i] == a for i, a in before.items())
+    for t in trials:  # each result is the one its architecture and seed give
+        assert t.metrics["val_acc"] == toy_score(t.arch)
+    if strategy == "random":  # proposals do not depend on tells: same trials as uninterrupted
+        full = make_search(Store(), strategy=strategy, seed=8).run(Budget(trials=14))
+        assert summary(trials) == summary(full)
+
+
+def test_async_on_process_pool_matches_local_results():
+    pooled = make_search(Store(), seed=2, executor=ProcessExecutor(workers=2)).run(Budget(trials=6))
+    local = make_search(Store(), seed=2, mode="batch").run(Budget(trials=6))
+    assert summary(pooled) == summary(local)  # random: same proposals; results depend on seed only
+
+
+# -- methods ------------------------------------------------------------------------------------
+class Counting(Method):
+    """A minimal method: records ``n`` architectures it samples, checkpointing after each."""
+
+    name = "counting"
+
+    def __init__(self, n: int = 4):
+        self.n = n
+
+    def run(self, ctx):
+        loaded = ctx.load_state()
+        done = 0 if loaded is None else loaded[0]
+        rng = ctx.rng(99)
+        if loaded is not None:
+            from nasforge.core import set_rng_state
+            set_rng_state(rng, loaded[1]["rng"])
+        out = []
+        for i in range(done, self.n):
+            arch = ctx.space.sample(rng)
+            out.append(ctx.record(100 + i, arch, TrialResult(metrics={"val_acc": toy_score(arch)}),
+                                  info={"method": self.name}))
+            from nasforge.core import rng_state
+            ctx.save_state(i + 1, {"rng": rng_state(rng)})
+        return out
+
+
+def make_ctx(store, **kw):
+    return MethodContext(task=None, space=ToySpace(), evaluator=FunctionalEvaluator(),
+                         objective=Objective("val_acc"), seed=1, store=store,
+                         budget=Budget(trials=5), **kw)
+
+
+def test_method_checkpoints_resume_and_refuse_changed_options(tmp_path):
+    full = run_method(Counting(n=6), make_ctx(Store()))
+    store = Store(tmp_path / "run.db")
+
+    def crash(driver, trial):  # the second trial is stored, the process dies before its checkpoint
+        if trial.id == 101:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_method(Counting(n=6), make_ctx(store, on_trial=[crash]))
+    assert store.latest_checkpoint("counting")[0] == 1 and store.count() == 2
+    recorded = []
+    rest = run_method(Counting(n=6), make_ctx(store, on_trial=[lambda d, t: recorded.append(t.id)]))
+    assert [(t.id, str(t.arch)) for t in store.trials(ToySpace())] == [(t.id, str(t.arch)) for t in full]
+    assert len(rest) == 5 and recorded == [102, 103, 104, 105]  # 101 was reused, not redone
+    with pytest.raises(RunError, match="other options.*n: checkpoint has 6, now 7"):
+        run_method(Counting(n=7), make_ctx(store))
+
+
+def test_methods_registry_and_option_validation():
+    assert "multitrial" in registry.available("methods")
+    assert registry.create("methods", "multitrial").mode == "async"
+    with pytest.raises(ConfigError, match="unknown option 'bogus'"):
+        registry.create("methods", "multitrial", bogus=1)
+    with pytest.raises(ConfigError, match="mode"):
+        registry.create("methods", "multitrial", mode="sometimes")
+
+
+def test_context_multitrial_search_records_through_callbacks(tmp_path):
+    seen = []
+    ctx = make_ctx(Store(tmp_path / "run.db"), strategy=registry.create("strategies", "random", seed=1),
+                   on_trial=[lambda driver, t: seen.append((t.id, driver.best is not None))])
+    trials = run_method(registry.create("methods", "multitrial"), ctx)
+    assert [t.id for t in trials] == list(range(5)) == [i for i, _ in seen]
+    assert [t.id for t in ctx.trials] == list(range(5)) and ctx.best is not None
