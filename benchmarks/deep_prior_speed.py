@@ -15,10 +15,15 @@ and prints the ratio (target: at least 10x). The 28x28 data is Fashion-MNIST fro
 ``--fashion-root`` (training split capped at ``--limit``), or, without it, 28x28 images made
 from scikit-learn's digits (each upscaled 3x, shifted at random and noised) written as IDX files
 with ``nasforge.data.write_idx`` and read back by the ``mnist`` loader; the output says which.
+The made-up images do not share sources between training and test: sklearn's 1,797 digits are
+split first (stratified, 70 / 30, from the seed), the IDX training file is made only from the
+first part and the test file only from the second, so no test image is a near-copy of a
+training image. (The ``mnist`` loader takes the validation split from the training file, so
+validation images may share sources with training images; only test accuracy is reported.)
 
-Then, on the 28x28 data, a second classifier (another learning rate) on the same architecture:
-with the embedding cache (the first evaluation's workdir) against recomputing the embedding
-(target: at least 5x). One torch thread, as a run's workers use on a busy machine; latency
+Then, on the 28x28 data, a second classifier with another learning rate (a third of the
+evaluator's) on the same architecture: with the embedding cache (the first evaluation's
+workdir) against recomputing the embedding (target: at least 5x). One torch thread, as a run's workers use on a busy machine; latency
 measurement is off in both evaluators so that only evaluation is timed.
 """
 
@@ -41,14 +46,22 @@ from nasforge.run.rundir import build_space
 
 
 def digits_28(folder: Path, seed: int = 0, train: int = 6000, test: int = 1500) -> Path:
-    """MNIST-format IDX files of 28x28 digits made from sklearn's 8x8 digits (real strokes)."""
+    """MNIST-format IDX files of 28x28 digits made from sklearn's 8x8 digits (real strokes).
+
+    Training images come only from a 70% stratified split of the 1,797 digits, test images only
+    from the other 30%: no source digit is in both files.
+    """
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     d = load_digits()
     rng = np.random.default_rng(seed)
+    sources = dict(zip(("train", "t10k"), train_test_split(
+        np.arange(len(d.target)), test_size=0.3, stratify=d.target, random_state=seed)))
+    assert not set(sources["train"]) & set(sources["t10k"])
 
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.integers(len(d.target), size=n)
+    def make(n: int, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = pool[rng.integers(len(pool), size=n)]
         big = np.kron(d.images[idx], np.ones((3, 3)))  # (n, 24, 24), values 0..16
         out = np.zeros((n, 28, 28))
         shifts = rng.integers(0, 5, size=(n, 2))
@@ -59,7 +72,7 @@ def digits_28(folder: Path, seed: int = 0, train: int = 6000, test: int = 1500) 
 
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", train), ("t10k", test)):
-        x, y = make(n)
+        x, y = make(n, sources[prefix])
         write_idx(folder / f"{prefix}-images-idx3-ubyte", x)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", y)
     return folder
@@ -110,11 +123,13 @@ def report(name: str, rows) -> float:
 
 def cache_speedup(task, space, archs) -> None:
     first = DeepPriorEvaluator(measure_latency=False)
-    second = DeepPriorEvaluator(lr=3e-3, measure_latency=False)
+    second = DeepPriorEvaluator(lr=first.config.lr / 3, measure_latency=False)
+    assert second.config.lr != first.config.lr
+    print(f"  first classifier lr {first.config.lr:g}, second {second.config.lr:g}")
     cached_t, fresh_t = [], []
     for i, arch in enumerate(archs):
         with tempfile.TemporaryDirectory() as work:
-            first.evaluate(arch, space, task, seed=i, workdir=Path(work))
+            base = first.evaluate(arch, space, task, seed=i, workdir=Path(work))
             t0 = time.perf_counter()
             cached = second.evaluate(arch, space, task, seed=i, workdir=Path(work))
             t1 = time.perf_counter()
@@ -122,6 +137,7 @@ def cache_speedup(task, space, archs) -> None:
         t2 = time.perf_counter()
         assert cached.cost["embedding_cached"] == 1.0 and fresh.cost["embedding_cached"] == 0.0
         assert cached.metrics == fresh.metrics
+        assert cached.metrics != base.metrics  # another learning rate: another classifier
         cached_t.append(t1 - t0)
         fresh_t.append(t2 - t1)
         print(f"  {arch}: with cache {t1 - t0:.2f} s, recomputing {t2 - t1:.2f} s "
@@ -154,8 +170,10 @@ def main() -> None:
         else:
             big = load_task("mnist", root=str(digits_28(Path(tmp), args.seed)), limit=args.limit,
                             seed=args.seed)
-            what = ("28x28 digits made from sklearn's digits (upscaled, shifted, noised), written "
-                    "as IDX files with write_idx: NOT Fashion-MNIST (give --fashion-root for it)")
+            what = ("28x28 digits made from sklearn's digits (upscaled, shifted, noised; train "
+                    "and test files from disjoint 70/30 splits of the 1,797 source digits), "
+                    "written as IDX files with write_idx: NOT Fashion-MNIST (give --fashion-root "
+                    "for it)")
         print(f"\n28x28 data: {what}; {big.sizes()}")
         space28, archs28 = sample_archs(big, args.archs, args.seed)
         ratio_28 = report("28x28", compare(big, space28, archs28))

@@ -191,6 +191,13 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    def for_task(self, task_kind: str) -> "TrainConfig":
+        """This config with the loss and metrics of a ``Task.kind``: ``segmentation`` tasks get
+        ``kind="segmentation"``, image and series tasks keep this config's kind."""
+        if task_kind == "segmentation" and self.kind != "segmentation":
+            return dataclasses.replace(self, kind="segmentation", top_k=())
+        return self
+
 
 @dataclass
 class FitResult:
