@@ -16,13 +16,16 @@ import abc
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import ArchitectureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .graph import ArchGraph
 
 TaskKind = Literal["image", "series", "segmentation"]
 Decision = Hashable
@@ -197,6 +200,34 @@ class SearchSpace(abc.ABC):
     def options(self) -> dict[str, Any]:
         """The constructor options that define this space (saved with a run)."""
         return {}
+
+    # -- features for learned models (predictors, graph hypernetworks; see nasforge.graph) ------
+    @property
+    def encoding_size(self) -> int:
+        """Length of ``encode``'s vector, fixed for this space instance."""
+        from .graph import sequential_features
+
+        return sequential_features(self).size
+
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """A fixed-length float32 vector of ``arch`` (default: one-hot of each decision over the
+        choices seen at its position); equal archs give equal vectors, different ones differ."""
+        from .graph import sequential_features
+
+        return sequential_features(self).encode(self.to_decisions(arch))
+
+    @property
+    def op_vocab(self) -> tuple[str, ...]:
+        """Every operation label ``graph`` may use, in a fixed order (one-hot columns)."""
+        from .graph import sequential_features
+
+        return sequential_features(self).vocab
+
+    def graph(self, arch: Architecture) -> "ArchGraph":
+        """``arch`` as operations (nodes) and data flow (edges); default: a chain of decisions."""
+        from .graph import sequential_features
+
+        return sequential_features(self).graph(self.to_decisions(arch))
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .core import Architecture, Evaluator, SearchSpace, Task, TrialResult
 from .errors import ArchitectureError
+from .graph import ArchGraph, chain_graph
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +63,24 @@ class ToySpace(SearchSpace):
 
     def check(self, arch, task) -> None:
         return None
+
+    # features for learned models: one-hot of each value; the graph is a chain of values
+    @property
+    def encoding_size(self) -> int:
+        return self.length * self.width
+
+    def encode(self, arch) -> np.ndarray:
+        out = np.zeros((self.length, self.width), dtype=np.float32)
+        out[np.arange(self.length), list(arch.values)] = 1.0
+        return out.reshape(-1)
+
+    @property
+    def op_vocab(self) -> tuple[str, ...]:
+        return ("input", *(f"v{v}" for v in range(self.width)), "output")
+
+    def graph(self, arch) -> ArchGraph:
+        return chain_graph([f"v{v}" for v in arch.values],
+                           [{"position": float(i)} for i in range(len(arch.values))])
 
 
 def toy_score(arch: Any) -> float:

@@ -1,7 +1,9 @@
 """Conformance suite: every registered space and strategy passes the same checks.
 
 Spaces: text round trip, decisions round trip, ``choices`` consistent with ``sample``, mutation
-stays in the space, built networks give one logit per class. Strategies: ask/tell on a cheap
+stays in the space, built networks give one logit per class, and the features learned models read:
+``encode`` (fixed length; equal archs -> equal vectors, different -> different) and ``graph`` (a DAG
+from inputs to outputs over the space's operation vocabulary, equally discriminating). Strategies: ask/tell on a cheap
 functional score (no training), tolerance of failed trials, same seed -> same architectures, and
 a ``state_dict`` saved with ``torch.save`` and loaded with ``weights_only=True`` continues exactly
 like an uninterrupted strategy. A new plug-in is checked the moment it is registered.
@@ -113,6 +115,71 @@ def test_space_builds_networks(name):
             with torch.no_grad():
                 out = net.eval()(task.train[0][:4])
             assert out.shape == (4, task.num_classes)
+
+
+# -- features for learned models: encode / graph ------------------------------------------------
+
+FEATURE_SPACES = [*SPACES, "toy"]
+
+
+def feature_space(name: str) -> SearchSpace:
+    return ToySpace() if name == "toy" else make_space(name)
+
+
+def distinct_sample(space: SearchSpace, n: int, seed: int) -> list:
+    """Up to ``n`` distinct architectures: samples and their mutants (near neighbours differ least)."""
+    rng = np.random.default_rng(seed)
+    archs: dict[str, object] = {}
+    for _ in range(n):
+        a = space.sample(rng)
+        for b in (a, space.mutate(a, rng)):
+            archs.setdefault(str(b), b)
+    return list(archs.values())
+
+
+@pytest.mark.parametrize("name", FEATURE_SPACES)
+def test_space_encode_is_fixed_length_and_identifies_archs(name):
+    space = feature_space(name)
+    archs = distinct_sample(space, 30, seed=4)
+    assert len(archs) > 20
+    size = space.encoding_size
+    assert isinstance(size, int) and size > 0
+    vectors = {}
+    for arch in archs:
+        v = space.encode(arch)
+        assert isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (size,)
+        assert np.isfinite(v).all()
+        again = space.encode(space.parse(str(arch)))  # an equal, separately built architecture
+        assert np.array_equal(v, again)
+        vectors[v.tobytes()] = str(arch)
+    assert len(vectors) == len(archs), "two different architectures share an encoding"
+
+
+@pytest.mark.parametrize("name", FEATURE_SPACES)
+def test_space_graph_is_a_dag_that_identifies_archs(name):
+    from nasforge.graph import ArchGraph
+
+    space = feature_space(name)
+    vocab = space.op_vocab
+    assert len(set(vocab)) == len(vocab)
+    archs = distinct_sample(space, 30, seed=5)
+    graphs = {}
+    for arch in archs:
+        g = space.graph(arch)
+        assert isinstance(g, ArchGraph)
+        assert g == space.graph(space.parse(str(arch))) and hash(g) == hash(space.graph(arch))
+        assert ArchGraph.from_dict(g.to_dict()) == g
+        assert all(s < d for s, d in g.edges)  # numbered in topological order, so acyclic
+        assert g.inputs and g.outputs
+        assert all(not g.predecessors(i) for i in g.inputs)
+        reach = g.reachable_from(g.inputs)
+        assert g.connected() and set(g.outputs) <= reach
+        assert reach == set(range(g.num_nodes)), "a node no input reaches"
+        onehot = g.one_hot(vocab)  # every label is in the space's vocabulary
+        assert onehot.shape == (g.num_nodes, len(vocab)) and (onehot.sum(1) == 1).all()
+        assert len(g.attrs) == g.num_nodes
+        graphs[g.key()] = str(arch)
+    assert len(graphs) == len(archs), "two different architectures share a graph"
 
 
 # -- strategies -----------------------------------------------------------------------------------

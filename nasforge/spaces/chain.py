@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Hashable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, NamedTuple, Sequence
 
 import numpy as np
 from torch import nn
@@ -69,6 +69,9 @@ from ..core import Architecture, Network, SearchSpace, Task
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import ConvBNReLU, ResidualBlock, max_pool, output_size
 from ..registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..graph import ArchGraph
 
 Layer = tuple  # ("C", f, k, s, p, skip) | ("P", size, stride) | ("FC", units) | ("SM", classes)
 
@@ -705,3 +708,100 @@ class ChainSpace(SearchSpace):
         encoder.append(nn.Flatten())
         head.append(nn.Linear(width, int(task.num_classes)))
         return Network(nn.Sequential(*encoder), nn.Sequential(*head))
+
+    # -- features for learned models (see nasforge.graph) -----------------------------------------
+    # One slot per layer position, up to the longest architecture of the space; a slot holds the
+    # layer kind, one-hots of its hyperparameters over the space's option lists (plus "other"),
+    # and their raw values, so even hand-written layers outside the lists encode exactly.
+    _KINDS = ("empty", "conv", "residual", "pool", "fc", "classifier")
+    _RAW = ("log2_features", "kernel", "stride", "padding", "pool_size", "pool_stride", "log2_units")
+
+    def max_layers(self) -> int:
+        """A bound on the layers (SM included) of this space's architectures, from its options:
+        at most ``max_conv`` conv layers, pooling layers at most one after each conv (plus an
+        initial one) and never more than the smallest input side minus one (each pooling
+        shrinks every axis), ``max_fc`` FC layers and SM. Cheap, and exact for the depth limit."""
+        convs = self.max_conv
+        shrink = min(self._start.sizes) - 1
+        pools = shrink if self.allow_consecutive_pooling else min(
+            shrink, convs + int(self.allow_initial_pooling))
+        return convs + max(pools, 0) + self.max_fc + 1
+
+    def _slot_size(self) -> int:
+        lists = (self.features, self.kernels, self.pool_sizes, self.pool_strides, self.fc_sizes)
+        return len(self._KINDS) + sum(len(v) + 1 for v in lists) + len(self._RAW)
+
+    @property
+    def encoding_size(self) -> int:
+        return self.max_layers() * self._slot_size()
+
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """Per layer position: kind one-hot, features / kernel / pool size / pool stride / FC
+        units one-hot over the space's lists (+ other), raw values; empty slots after SM."""
+        from ..graph import one_hot
+
+        layers = self._as_chain(arch).layers
+        if len(layers) > self.max_layers():
+            raise ArchitectureError(f"{arch} has {len(layers)} layers; this chain space's encoding "
+                                    f"covers at most {self.max_layers()} (its longest architecture)")
+        out: list[float] = []
+        for i in range(self.max_layers()):
+            layer = layers[i] if i < len(layers) else ("empty",)
+            kind = {"C": "conv" if len(layer) > 5 and layer[5] else "residual", "P": "pool",
+                    "FC": "fc", "SM": "classifier"}.get(layer[0], "empty")
+            f = k = s = p = ps = pt = u = None
+            if layer[0] == "C":
+                _, f, k, s, p, _ = layer
+            elif layer[0] == "P":
+                ps, pt = layer[1], layer[2]
+            elif layer[0] == "FC":
+                u = layer[1]
+            out += [1.0 if kind == name else 0.0 for name in self._KINDS]
+            for value, options in ((f, self.features), (k, self.kernels), (ps, self.pool_sizes),
+                                   (pt, self.pool_strides), (u, self.fc_sizes)):
+                out += one_hot(value, options) if value is not None else [0.0] * (len(options) + 1)
+            out += [math.log2(f) if f else 0.0, float(k or 0), float(s or 0), float(p or 0),
+                    float(ps or 0), float(pt or 0), math.log2(u) if u else 0.0]
+        return np.asarray(out, dtype=np.float32)
+
+    @property
+    def op_vocab(self) -> tuple[str, ...]:
+        return ("input", *(f"conv{k}" for k in self.kernels), "residual3",
+                *(f"maxpool{s}" for s in self.pool_sizes), "fc", "classifier")
+
+    def graph(self, arch: Architecture) -> "ArchGraph":
+        """``input -> layer -> ... -> SM``: one node per layer, labelled ``conv<k>``,
+        ``residual3`` (a residual block of two 3x3 convs), ``maxpool<size>``, ``fc`` or
+        ``classifier`` (SM, the output node). Attributes: the layer's hyperparameters and its
+        output ``out_channels`` and ``out_positions`` (spatial positions of the map) for this
+        space's input; the input node has ``channels`` and ``positions``."""
+        from ..graph import chain_graph
+
+        layers = self._as_chain(arch).layers
+        channels = int(self.input_shape[0]) if self.input_shape is not None else 1
+        sizes = self._start.sizes
+        labels, attrs = [], []
+        for layer in layers:
+            kind = layer[0]
+            if kind == "C":
+                _, f, k, s, p, skip = layer
+                sizes = tuple(output_size(n, k, s, p) for n in sizes)
+                channels = f
+                labels.append(f"conv{k}" if skip else "residual3")
+                a = {"features": f, "kernel": k, "stride": s, "padding": p}
+            elif kind == "P":
+                sizes = tuple(output_size(n, layer[1], layer[2]) for n in sizes)
+                labels.append(f"maxpool{layer[1]}")
+                a = {"size": layer[1], "stride": layer[2]}
+            elif kind == "FC":
+                labels.append("fc")
+                a = {"units": layer[1]}
+            else:
+                labels.append("classifier")
+                a = {"classes": layer[1]}
+            if kind in ("C", "P"):
+                a.update(out_channels=channels, out_positions=math.prod(max(n, 0) for n in sizes))
+            attrs.append({key: float(v) for key, v in a.items()})
+        return chain_graph(labels, attrs, output_node=False, input_attrs={
+            "channels": float(int(self.input_shape[0]) if self.input_shape is not None else 1),
+            "positions": float(math.prod(self._start.sizes))})

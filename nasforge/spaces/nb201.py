@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 from ..core import Architecture, Decision, Network, SearchSpace, Task
 from ..errors import ArchitectureError, ConfigError
 from ..registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..graph import ArchGraph
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (source, target) of each edge, in the order of the text and of the decisions
@@ -293,3 +296,46 @@ class NB201Space(SearchSpace):
         if not isinstance(arch, NB201Arch):
             raise ArchitectureError(f"nb201: {arch!r} is not a NAS-Bench-201 cell")
         return arch
+
+    # -- features for learned models (see nasforge.graph) -----------------------------------------
+    @property
+    def encoding_size(self) -> int:
+        return NUM_EDGES * len(OPS)
+
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """One-hot of each edge's operation, edges in ``EDGES`` order, ops in ``OPS`` order (30)."""
+        out = np.zeros((NUM_EDGES, len(OPS)), dtype=np.float32)
+        out[np.arange(NUM_EDGES), [OPS.index(op) for op in self._check(arch).ops]] = 1.0
+        return out.reshape(-1)
+
+    @property
+    def op_vocab(self) -> tuple[str, ...]:
+        return ("input", *OPS, "output")
+
+    def graph(self, arch: Architecture) -> "ArchGraph":
+        """The cell with operations as nodes (the NAS-Bench-101 / GIN-predictor convention).
+
+        8 nodes: 0 the cell input (cell node 0), 1-6 the operations of the six edges in
+        ``EDGES`` order, 7 the output (cell node 3). Operation ``i -> j`` reads the cell's node
+        ``i``: the input for ``i = 0``, otherwise every operation on an edge into ``i`` (node
+        ``i`` is their sum); operations into node 3 feed the output. The topology is the same
+        for every cell and ``none`` operations stay as nodes labelled ``none`` (prune them, or
+        use ``canonical_key`` to merge isomorphic cells, where a predictor wants that). Node
+        attributes: ``src`` and ``dst``, the cell nodes of the operation's edge.
+        """
+        from ..graph import ArchGraph
+
+        cell = self._check(arch)
+        op_node = {edge: 1 + k for k, edge in enumerate(EDGES)}
+        output = 1 + NUM_EDGES
+        edges = []
+        for (i, j), node in op_node.items():
+            if i == 0:
+                edges.append((0, node))
+            else:
+                edges += [(op_node[e], node) for e in EDGES if e[1] == i]
+            if j == 3:
+                edges.append((node, output))
+        attrs = ({}, *({"src": float(i), "dst": float(j)} for i, j in EDGES), {})
+        return ArchGraph(ops=("input", *cell.ops, "output"), edges=tuple(edges), inputs=(0,),
+                         outputs=(output,), attrs=attrs)
