@@ -81,6 +81,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +415,18 @@ def _fan_in_bias(weight: torch.Tensor, bias: torch.Tensor | None,
         nn.init.uniform_(bias, -bound, bound, generator=generator)
 
 
+def _unknown_modules(module: nn.Module) -> list[str]:
+    """Names of submodules with parameters or buffers of their own that ``reset_parameters``
+    does not know how to initialise from a generator."""
+    known = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase,
+             nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.RNNBase, nn.PReLU)
+    return [f"{name or '<root>'} ({type(m).__name__})" for name, m in module.named_modules()
+            if (any(True for _ in m.parameters(recurse=False))
+                or any(True for _ in m.buffers(recurse=False)))
+            and not isinstance(m, known)
+            and "generator" not in _parameters_of(getattr(m, "reset_parameters", None))]
+
+
 def reset_parameters(module: nn.Module, generator: torch.Generator) -> nn.Module:
     """Initialise every parameter and buffer of ``module`` as torch's defaults do, drawing from
     ``generator`` in module order (so ``Generator(seed)`` gives what ``torch.manual_seed(seed)``
@@ -464,16 +477,26 @@ def _parameters_of(fn: Callable | None) -> tuple[str, ...]:
         return ()
 
 
-def seeded_module(factory: Callable[[], M], seed: int | torch.Generator) -> M:
+_WARNED: set[str] = set()
+
+
+def seeded_module(factory: Callable[[], M], seed: int) -> M:
     """``factory()``'s module with parameters initialised from a generator seeded ``seed``.
 
     The module is built on the meta device (no memory, no random draws), moved to the CPU and
-    initialised by ``reset_parameters``; torch's global RNG is neither read nor reseeded. If the
-    factory cannot run on the meta device, it runs on the CPU inside ``fork_rng`` (global state
-    restored) and every parameter is then re-drawn from the generator all the same.
+    initialised by ``reset_parameters``: torch's global RNG is neither read nor reseeded, and
+    the values equal those of building under ``torch.manual_seed(seed)``. If the factory cannot
+    run on the meta device, it runs on the CPU inside ``fork_rng`` (global state restored) and
+    every parameter is re-drawn from the generator all the same.
+
+    Compatibility path: a module holding parameters or buffers of a type ``reset_parameters``
+    does not know, and without ``reset_parameters(generator)``, cannot be rebuilt from a
+    generator; the factory then runs on the CPU under a forked global RNG seeded ``seed``
+    (restored afterwards, so deterministic, but not safe with other threads drawing at the same
+    time) and a warning names the module. Give such modules ``reset_parameters(self, generator)``.
     """
-    generator = seed if isinstance(seed, torch.Generator) else \
-        torch.Generator().manual_seed(int(seed))
+    seed = int(seed)
+    generator = torch.Generator().manual_seed(seed)
     try:
         with torch.device("meta"):
             module = factory()
@@ -481,10 +504,23 @@ def seeded_module(factory: Callable[[], M], seed: int | torch.Generator) -> M:
                    for m in module.modules() for v in vars(m).values())
         if meta:  # a plain tensor attribute (not a buffer) would stay on the meta device
             raise NotImplementedError("tensor attribute on the meta device")
-        module = module.to_empty(device="cpu")
     except (NotImplementedError, RuntimeError):
         with torch.random.fork_rng(devices=[]):
             module = factory()
+    unknown = _unknown_modules(module)
+    if unknown:
+        key = ", ".join(sorted({u.split(" (")[-1] for u in unknown}))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"seeded_module: {', '.join(unknown[:3])} hold parameters or buffers "
+                          "nasforge cannot initialise from a generator; built under a forked, "
+                          "seeded global RNG instead. Give the module a method "
+                          "reset_parameters(self, generator).", stacklevel=2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory()
+    if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
+        module = module.to_empty(device="cpu")
     return reset_parameters(module, generator)  # type: ignore[return-value]
 
 

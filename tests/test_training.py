@@ -507,6 +507,15 @@ def test_unknown_module_with_parameters_is_refused_with_its_name():
 
     with pytest.raises(ConfigError, match="Scale.*reset_parameters"):
         reset_parameters(nn.Sequential(Scale()), torch.Generator())
+    # seeded_module falls back to a forked, seeded global RNG, says so, and keeps __init__'s values
+    state = torch.get_rng_state()
+    with pytest.warns(UserWarning, match="Scale.*reset_parameters"):
+        built = seeded_module(lambda: nn.Sequential(Scale(), nn.Linear(3, 2)), 5)
+    assert torch.equal(built[0].alpha, torch.ones(3))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(5)
+    Scale()
+    assert torch.equal(built[1].weight, nn.Linear(3, 2).weight)
 
     class Alpha(Scale):
         def reset_parameters(self, generator):
