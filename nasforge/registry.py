@@ -32,6 +32,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "spaces": {
         "chain": "nasforge.spaces.chain",
         "nb201": "nasforge.spaces.nb201",
+        "darts": "nasforge.spaces.darts",
     },
     "strategies": {
         "random": "nasforge.strategies.random",

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 _MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d}
+_AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
 
 
 def _check_dim(dim: int) -> int:
@@ -20,20 +21,29 @@ def _check_dim(dim: int) -> int:
 
 
 def conv(dim: int, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-         padding: int = 0, bias: bool = True) -> nn.Module:
-    """A ``Conv1d`` or ``Conv2d`` (square kernel) for ``dim`` spatial axes."""
+         padding: int = 0, bias: bool = True, *, dilation: int = 1, groups: int = 1) -> nn.Module:
+    """A ``Conv1d`` or ``Conv2d`` (square kernel) for ``dim`` spatial axes.
+
+    ``groups=in_channels`` gives a depthwise convolution (separable and dilated convolutions).
+    """
     return _CONV[_check_dim(dim)](in_channels, out_channels, kernel_size, stride=stride,
-                                  padding=padding, bias=bias)
+                                  padding=padding, dilation=dilation, groups=groups, bias=bias)
 
 
-def batch_norm(dim: int, channels: int) -> nn.Module:
-    """A ``BatchNorm1d`` or ``BatchNorm2d`` over ``channels``."""
-    return _BATCHNORM[_check_dim(dim)](channels)
+def batch_norm(dim: int, channels: int, affine: bool = True) -> nn.Module:
+    """A ``BatchNorm1d`` or ``BatchNorm2d`` over ``channels`` (``affine=False``: no scale, shift)."""
+    return _BATCHNORM[_check_dim(dim)](channels, affine=affine)
 
 
-def max_pool(dim: int, kernel_size: int, stride: int) -> nn.Module:
-    """A ``MaxPool1d`` or ``MaxPool2d`` without padding."""
-    return _MAXPOOL[_check_dim(dim)](kernel_size, stride=stride)
+def max_pool(dim: int, kernel_size: int, stride: int, padding: int = 0) -> nn.Module:
+    """A ``MaxPool1d`` or ``MaxPool2d`` (without padding by default)."""
+    return _MAXPOOL[_check_dim(dim)](kernel_size, stride=stride, padding=padding)
+
+
+def avg_pool(dim: int, kernel_size: int, stride: int, padding: int = 0) -> nn.Module:
+    """An ``AvgPool1d`` or ``AvgPool2d`` that averages over real inputs only (padding excluded)."""
+    return _AVGPOOL[_check_dim(dim)](kernel_size, stride=stride, padding=padding,
+                                     count_include_pad=False)
 
 
 def output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
