@@ -17,7 +17,7 @@ accepts ``range(2, 6)`` for a concat list (as the DARTS search code prints it), 
 style, free whitespace, comments, trailing commas, the four fields in any order, the pt.darts
 nested form (one list of edges per node, any number of edges), a published genotype's name
 (``DARTS_V2``) and the JSON form (see :func:`to_json`). Printing is canonical: the flat form when
-every node has two edges, the nested form otherwise, concat lists written out.
+every node of both cells has two edges, the nested form otherwise, concat lists written out.
 
 The network is the DARTS evaluation network (``NetworkCIFAR``): a 3x3 conv stem with
 ``stem_multiplier * C`` channels and BN, ``layers`` cells with reductions at ``layers // 3`` and
@@ -97,10 +97,10 @@ def _concat_problem(concat: tuple[int, ...], num_nodes: int, name: str) -> str |
     return None
 
 
-def _cell_text(nodes: CellSpec) -> str:
+def _cell_text(nodes: CellSpec, nested: bool) -> str:
     def edge(e: Edge) -> str:
         return f"('{e[0]}', {e[1]})"
-    if all(len(edges) == 2 for edges in nodes):
+    if not nested:
         return "[" + ", ".join(edge(e) for edges in nodes for e in edges) + "]"
     return "[" + ", ".join("[" + ", ".join(edge(e) for e in edges) + "]" for edges in nodes) + "]"
 
@@ -133,8 +133,10 @@ class Genotype(Architecture):
                 raise ArchitectureError(f"darts: {problem}")
             object.__setattr__(self, name, nodes)
             object.__setattr__(self, name + "_concat", concat)
-        text = (f"Genotype(normal={_cell_text(self.normal)}, "
-                f"normal_concat={list(self.normal_concat)}, reduce={_cell_text(self.reduce)}, "
+        nested = any(len(edges) != 2 for edges in self.normal + self.reduce)
+        text = (f"Genotype(normal={_cell_text(self.normal, nested)}, "
+                f"normal_concat={list(self.normal_concat)}, "
+                f"reduce={_cell_text(self.reduce, nested)}, "
                 f"reduce_concat={list(self.reduce_concat)})")
         object.__setattr__(self, "_text", text)
 
@@ -322,7 +324,7 @@ def _cell(p: _Parser, node: _Node, name: str) -> CellSpec:
     return tuple(tuple(edges[i:i + 2]) for i in range(0, len(edges), 2))
 
 
-def _concat(p: _Parser, node: _Node, name: str) -> tuple[int, ...]:
+def _concat(p: _Parser, node: _Node, name: str, num_nodes: int) -> tuple[int, ...]:
     if node.kind == "call" and node.value == "range":
         if not 1 <= len(node.args) <= 3 or any(k for k, _ in node.args) \
                 or any(v.kind != "int" for _, v in node.args):
@@ -333,15 +335,24 @@ def _concat(p: _Parser, node: _Node, name: str) -> tuple[int, ...]:
         values = range(*bounds)
         if len(values) > MAX_NODES:
             raise p.error(node.pos, f"{name}: {len(values)} states; at most {MAX_NODES}")
-        return tuple(values)
+        out = tuple(values)
+        problem = _concat_problem(out, num_nodes, name[:-len("_concat")])
+        if problem:
+            raise p.error(node.pos, problem)
+        return out
     if node.kind != "list":
         raise p.error(node.pos, f"{name}: expected a list of states like [2, 3, 4, 5] or "
                       f"range(2, 6), found {_describe(node)}")
-    out = []
+    out: list[int] = []
     for _, v in node.args:
         if v.kind != "int":
             raise p.error(v.pos, f"{name}: expected a state number, found {_describe(v)}")
         out.append(v.value)
+        problem = _concat_problem(tuple(out), num_nodes, name[:-len("_concat")])
+        if problem:
+            raise p.error(v.pos, problem)
+    if not out:
+        raise p.error(node.pos, _concat_problem((), num_nodes, name[:-len("_concat")]) or "")
     return tuple(out)
 
 
@@ -378,9 +389,11 @@ def _parse_text(text: str) -> Genotype:
     if root.kind != "call" or root.value != "Genotype":
         raise p.error(root.pos, f"expected Genotype(...), found {_describe(root)}")
     values: dict[str, _Node] = {}
+    keywords = False
     for i, (key, node) in enumerate(root.args):
+        keywords = keywords or key is not None
         if key is None:
-            if values.keys() != set(_FIELDS[:i]) or i >= len(_FIELDS):
+            if keywords or i >= len(_FIELDS):
                 raise p.error(node.pos, "positional fields must come first, at most four: "
                               f"{', '.join(_FIELDS)}")
             key = _FIELDS[i]
@@ -398,10 +411,7 @@ def _parse_text(text: str) -> Genotype:
         problem = _nodes_problem(nodes, name)
         if problem:
             raise p.error(values[name].pos, problem)
-        concat = _concat(p, values[name + "_concat"], name + "_concat")
-        problem = _concat_problem(concat, len(nodes), name)
-        if problem:
-            raise p.error(values[name + "_concat"].pos, problem)
+        concat = _concat(p, values[name + "_concat"], name + "_concat", len(nodes))
         cells[name] = (nodes, concat)
     return Genotype(cells["normal"][0], cells["normal"][1], cells["reduce"][0], cells["reduce"][1])
 
@@ -570,14 +580,14 @@ class AuxiliaryHead(nn.Module):
     this is exactly the DARTS ``AuxiliaryHeadCIFAR``.
     """
 
-    def __init__(self, dim: int, channels: int, size: int, num_classes: int):
+    def __init__(self, dim: int, channels: int, sizes: Sequence[int], num_classes: int):
         super().__init__()
         layers: list[nn.Module] = [nn.ReLU(inplace=False)]
-        if size >= 5:
+        if min(sizes) >= 5:
             layers.append(avg_pool(dim, 5, 3))
-            size = (size - 5) // 3 + 1
-        kernel = min(size, 2)
-        if size > kernel:
+            sizes = [(s - 5) // 3 + 1 for s in sizes]
+        kernel = min(min(sizes), 2)
+        if max(sizes) > kernel:
             layers.append((nn.AdaptiveAvgPool1d if dim == 1 else nn.AdaptiveAvgPool2d)(kernel))
         layers += [conv(dim, channels, 128, 1, bias=False), batch_norm(dim, 128), nn.ReLU(inplace=False),
                    conv(dim, 128, 768, kernel, bias=False), batch_norm(dim, 768), nn.ReLU(inplace=False)]
@@ -596,7 +606,7 @@ class DartsEncoder(nn.Module):
     stores the auxiliary logits in ``aux_logits`` (``None`` in eval mode or without the head).
     """
 
-    def __init__(self, genotype: Genotype, dim: int, in_channels: int, spatial: int, C: int,
+    def __init__(self, genotype: Genotype, dim: int, in_channels: int, sizes: Sequence[int], C: int,
                  layers: int, num_classes: int, *, stem_multiplier: int = 3,
                  auxiliary: bool = False, drop_path_prob: float = 0.0):
         super().__init__()
@@ -610,20 +620,20 @@ class DartsEncoder(nn.Module):
         reductions = reduction_positions(layers)
         self.aux_index = 2 * layers // 3
         reduction_prev = False
-        aux_channels = aux_size = 0
+        aux_channels, aux_sizes = 0, list(sizes)
         for i in range(layers):
             reduction = i in reductions
             if reduction:
                 c_curr *= 2
-                spatial = (spatial + 1) // 2
+                sizes = [(s + 1) // 2 for s in sizes]
             nodes, concat = genotype.cell(reduction)
             cell = DartsCell(dim, nodes, concat, c_pp, c_p, c_curr, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if i == self.aux_index:
-                aux_channels, aux_size = c_p, spatial
-        self.auxiliary_head = (AuxiliaryHead(dim, aux_channels, aux_size, num_classes)
+                aux_channels, aux_sizes = c_p, list(sizes)
+        self.auxiliary_head = (AuxiliaryHead(dim, aux_channels, aux_sizes, num_classes)
                                if auxiliary else None)
         self.pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
         self.out_channels = c_p
@@ -681,33 +691,32 @@ def build_network(geno: Genotype, input_shape: Sequence[int], num_classes: int, 
     if len(shape) not in (2, 3):
         raise ArchitectureError(f"darts: input shape {shape}; expected (C, L) series or (C, H, W) images")
     dim = len(shape) - 1
-    spatial = check_input_size(shape, layers)
+    check_input_size(shape, layers)
     if dim == 1 and "conv_7x1_1x7" in geno.ops():
         raise ArchitectureError("darts: conv_7x1_1x7 is a factorised 2-D convolution; it has no "
                                 "1-D form for series inputs")
-    encoder = DartsEncoder(geno, dim, shape[0], spatial, C, layers, num_classes,
+    encoder = DartsEncoder(geno, dim, shape[0], shape[1:], C, layers, num_classes,
                            stem_multiplier=stem_multiplier, auxiliary=auxiliary,
                            drop_path_prob=drop_path_prob)
     return DartsNetwork(encoder, nn.Linear(encoder.out_channels, num_classes))
 
 
-def check_input_size(shape: Sequence[int], layers: int) -> int:
-    """The smallest spatial axis of ``shape`` (``(C, ...)``); refuses inputs too small to reduce.
+def check_input_size(shape: Sequence[int], layers: int) -> None:
+    """Refuse an input ``shape`` (``(C, ...)``) too small for the reduction cells.
 
     Each reduction halves every axis (rounding up); an axis must have at least 2 positions
     before each reduction.
     """
-    spatial = min(shape[1:])
-    size = spatial
-    for k, i in enumerate(reduction_positions(layers)):
+    reductions = reduction_positions(layers)
+    size = min(shape[1:])
+    for i in reductions:
         if size < 2:
             axes = "x".join(str(v) for v in shape[1:])
             raise ArchitectureError(
-                f"darts: input {shape[0]}x{axes} is too small for {len(reduction_positions(layers))} "
-                f"reduction cells (cell {i} would halve a size-{size} axis); the smallest axis "
-                f"needs at least {2 ** (len(reduction_positions(layers)) - 1) + 1} positions")
+                f"darts: input {shape[0]}x{axes} is too small for {len(reductions)} reduction "
+                f"cells (cell {i} would halve a size-{size} axis); with layers={layers} the "
+                f"smallest axis needs at least {2 ** (len(reductions) - 1) + 1} positions")
         size = (size + 1) // 2
-    return spatial
 
 
 # --------------------------------------------------------------------------------------------
