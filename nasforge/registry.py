@@ -61,6 +61,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "methods": {
         "multitrial": "nasforge.methods.multitrial",
+        "sequential_halving": "nasforge.methods.halving",
     },
 }
 

@@ -227,7 +227,7 @@ def test_method_checkpoints_resume_and_refuse_changed_options(tmp_path):
 
 
 def test_methods_registry_and_option_validation():
-    assert "multitrial" in registry.available("methods")
+    assert {"multitrial", "sequential_halving"} <= set(registry.available("methods"))
     assert registry.create("methods", "multitrial").mode == "async"
     with pytest.raises(ConfigError, match="unknown option 'bogus'"):
         registry.create("methods", "multitrial", bogus=1)
@@ -242,3 +242,82 @@ def test_context_multitrial_search_records_through_callbacks(tmp_path):
     trials = run_method(registry.create("methods", "multitrial"), ctx)
     assert [t.id for t in trials] == list(range(5)) == [i for i, _ in seen]
     assert [t.id for t in ctx.trials] == list(range(5)) and ctx.best is not None
+
+
+# -- sequential halving -------------------------------------------------------------------------
+@registry.register("evaluators", "toy_epochs")
+class ToyEpochsEvaluator(FunctionalEvaluator):
+    """``toy_score`` plus noise that shrinks with ``epochs`` (more budget, truer ranking)."""
+
+    def __init__(self, epochs: int = 2):
+        super().__init__()
+        self.epochs = epochs
+
+    def evaluate(self, arch, space, task, *, seed, workdir=None):
+        result = super().evaluate(arch, space, task, seed=seed, workdir=workdir)
+        noise = ((zlib.crc32(f"{arch}/{seed}".encode()) % 1000) / 1000 - 0.5) / self.epochs
+        result.metrics["val_acc"] = toy_score(arch) + noise
+        result.cost["epochs"] = float(self.epochs)
+        return result
+
+
+def halving_ctx(store, on_trial=()):
+    return MethodContext(task=None, space=ToySpace(), evaluator=ToyEpochsEvaluator(),
+                         objective=Objective("val_acc"), seed=4, store=store,
+                         budget=Budget(trials=10), evaluator_name="toy_epochs",
+                         strategy=registry.create("strategies", "random", seed=4),
+                         on_trial=list(on_trial))
+
+
+def test_sequential_halving_rungs_and_info():
+    store = Store()
+    method = registry.create("methods", "sequential_halving", top_k=4, eta=2)
+    trials = run_method(method, halving_ctx(store))
+    search = [t for t in trials if "rung" not in t.info]
+    rungs = [t for t in trials if "rung" in t.info]
+    assert [t.id for t in search] == list(range(10))
+    # 4 candidates at 4 epochs, the best 2 at 8, the best of those at 16
+    assert [(t.info["rung"], t.info["epochs"]) for t in rungs] == \
+        [(1, 4)] * 4 + [(2, 8)] * 2 + [(3, 16)]
+    assert [t.id for t in rungs] == list(range(10, 17))
+    best4 = sorted(search, key=lambda t: (-t.metrics["val_acc"], t.result.cost["params"], t.id))[:4]
+    assert [t.info["source_trial"] for t in rungs[:4]] == [t.id for t in best4]
+    assert all(str(t.arch) == str(trials[t.info["source_trial"]].arch) for t in rungs)
+    rung1 = sorted(rungs[:4], key=lambda t: (-t.metrics["val_acc"], t.result.cost["params"], t.id))
+    assert [t.info["previous_trial"] for t in rungs[4:6]] == [t.id for t in rung1[:2]]
+    assert all(t.result.cost["epochs"] == t.info["epochs"] for t in rungs)
+    assert store.get_meta("sequential_halving")["selected_trial"] == 16
+
+
+def test_sequential_halving_resumes_exactly_after_crash(tmp_path):
+    full = run_method(registry.create("methods", "sequential_halving", top_k=4),
+                      halving_ctx(Store()))
+    for crash_id in (3, 10, 12, 16):  # in the search, at a rung's start, mid-rung, last rung
+        store = Store(tmp_path / f"run{crash_id}.db")
+
+        def crash(driver, trial):
+            if trial.id == crash_id:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_method(registry.create("methods", "sequential_halving", top_k=4),
+                       halving_ctx(store, [crash]))
+        before = store.count()
+        again: list[int] = []
+        resumed = run_method(registry.create("methods", "sequential_halving", top_k=4),
+                             halving_ctx(store, [lambda d, t: again.append(t.id)]))
+        assert summary(resumed) == summary(full)
+        assert [(t.id, t.info) for t in resumed] == [(t.id, t.info) for t in full]
+        assert len(again) == len(full) - before and all(i > crash_id for i in again)
+
+
+def test_sequential_halving_options_are_checked():
+    with pytest.raises(ConfigError, match="eta = 1"):
+        registry.create("methods", "sequential_halving", eta=1)
+    with pytest.raises(ConfigError, match="unknown option 'k'"):
+        registry.create("methods", "sequential_halving", k=3)
+    ctx = halving_ctx(Store())
+    ctx.evaluator_name = "toy_epochs"
+    with pytest.raises(ConfigError, match="no option 'steps'.*epochs"):
+        run_method(registry.create("methods", "sequential_halving", resource="steps"), ctx)
+    assert ctx.store.count() == 0  # refused before any work
