@@ -222,6 +222,10 @@ def trials(
     from .core import Objective
     from .run.rundir import open_rows
 
+    if top < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--top {top}: expected a positive number of leaderboard rows")
     rows, cfg = open_rows(run_dir)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
@@ -231,18 +235,34 @@ def trials(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """(Re)write trials.csv, plots and report.html of a run."""
+def report(run_dir: Path = typer.Argument(..., help="run directory"),
+           out: Optional[Path] = typer.Option(None, help="new or empty directory to write the "
+                                              "report to (default: the run directory)")) -> None:
+    """(Re)write trials.csv, plots and report.html of a run (the run's store is only read)."""
+    import os
+
     from .core import Objective
+    from .errors import ConfigError, RunError
     from .report import write_html, write_plots, write_trials_csv
     from .run.rundir import open_rows
 
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not empty; choose a new or empty directory "
+                          "(nothing was written)")
     rows, cfg = open_rows(run_dir)
+    dest = run_dir if out is None else out
+    if out is None and not os.access(run_dir, os.W_OK):
+        raise RunError(f"{run_dir} is read-only; write the report elsewhere with --out DIR")
     objective = Objective.parse(cfg.get("objective", "max:val_acc"))
-    write_trials_csv(rows, objective, run_dir / "trials.csv")
-    if rows:
-        write_plots(rows, objective, run_dir / "plots")
-    path = write_html(run_dir, rows, objective, cfg)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        write_trials_csv(rows, objective, dest / "trials.csv")
+        if rows:
+            write_plots(rows, objective, dest / "plots")
+        path = write_html(dest, rows, objective, cfg)
+    except PermissionError as exc:
+        raise RunError(f"cannot write the report to {dest} ({exc.strerror}); is it read-only? "
+                       "Write it elsewhere with --out DIR") from None
     console.print(f"wrote {path}")
 
 
@@ -311,7 +331,7 @@ def _load_command_modules() -> None:
     """Commands that live in their own modules register themselves on ``app`` when imported."""
     import importlib
 
-    for module in ("nasforge.cli_dpnas", "nasforge.cli_export"):
+    for module in ("nasforge.cli_dpnas", "nasforge.cli_export", "nasforge.cli_runs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -322,8 +342,31 @@ def _load_command_modules() -> None:
 _load_command_modules()
 
 
+def _warnings_as_lines() -> None:
+    """Print nasforge's warnings as one ``warning: ...`` line on stderr (others as Python does)."""
+    import warnings
+
+    from .errors import NasforgeWarning
+
+    default_show = warnings.showwarning
+    if getattr(default_show, "nasforge", False):
+        return
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, NasforgeWarning):
+            err_console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False,
+                              soft_wrap=True)
+        else:
+            default_show(message, category, *args, **kwargs)
+
+    show.nasforge = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", NasforgeWarning)
+
+
 def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
+    _warnings_as_lines()
     try:
         app()
     except NasforgeError as exc:

@@ -29,3 +29,7 @@ class RunError(NasforgeError):
 
 class MissingDependencyError(NasforgeError):
     """An optional package needed for this operation is not installed (the message names the extra)."""
+
+
+class NasforgeWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one line)."""

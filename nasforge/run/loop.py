@@ -95,6 +95,7 @@ class Search:
         self.elapsed = 0.0
         self.next_id = self.first_id
         self._pending: dict[int, tuple[Any, dict]] = {}  # asked, not finished: id -> (arch, info)
+        self._made_dirs: set[str] = set()  # trial directories this search created
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -227,6 +228,8 @@ class Search:
 
     def _job(self, tid: int, arch: Any) -> Job:
         workdir = None if self.trial_dir is None else str(self.trial_dir / str(tid))
+        if workdir is not None and not Path(workdir).exists():
+            self._made_dirs.add(workdir)  # only a directory this run made is removed after the trial
         return Job(index=tid, arch=str(arch), seed=derive_seed(self.seed, tid), workdir=workdir)
 
     def _record(self, job: Job, result: TrialResult, started: float) -> Trial:
@@ -237,8 +240,9 @@ class Search:
         self.store.add_trial(trial)
         for cb in self.on_trial:
             cb(self, trial)
-        if job.workdir and not self.keep_trial_dirs:
+        if job.workdir in self._made_dirs and not self.keep_trial_dirs:
             shutil.rmtree(job.workdir, ignore_errors=True)
+        self._made_dirs.discard(job.workdir)
         return trial
 
     def _evaluate(self, proposals: list[tuple[int, Any, dict]], stored: dict[int, Trial]) -> list[Trial]:

@@ -4,9 +4,10 @@ Layout (DESIGN.md)::
 
     runs/<name>/config.yaml  run.db  trials.csv  plots/  report.html  best/  trials/<id>/
 
-A new run refuses a directory that already holds one (use ``resume``); resuming takes the
-saved config, so a run continues exactly as it started. Only the budget, time budget and the
-number of workers may change on resume (to extend a run or use another machine).
+A new run locks its directory before any slow work and refuses one that already holds a run
+(use ``resume``) or anything else (see ``ownership``); resuming takes the saved config, so a
+run continues exactly as it started. Only the budget, time budget and the number of workers
+may change on resume (to extend a run or use another machine).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..data import load_task
 from ..errors import RunError
 from ..report import leaderboard, write_html, write_plots, write_trials_csv
 from .loop import Budget, Search
-from .store import Store
+from .ownership import NewRunDir, repair_run, warn_config_edits  # noqa: F401 (repair_run: API)
+from .store import RunLock, Store, open_store, warn_if_damaged
 
 RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor"}
 
@@ -89,19 +91,17 @@ class Run:
     @classmethod
     def create(cls, cfg: RunConfig, out: str | Path | None = None) -> "Run":
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if (run_dir / "run.db").exists() or (run_dir / "config.yaml").exists():
-            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                           "or choose another --out (nothing was changed)")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunError(f"--out {run_dir} exists and is not a directory")
-        components = build_components(cfg)  # refuse bad input before creating anything on disk
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock(run_dir)
-        store = Store(run_dir / "run.db")
-        store.set_meta("config", cfg.resolved())
-        store.set_meta("created", time.time())
-        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
-        return cls(run_dir, cfg, store, lock, components)
+        claim = NewRunDir(run_dir)  # lock first, then check the directory, then the slow work
+        try:
+            components = build_components(cfg)
+            store = open_store(run_dir / "run.db", "create")
+            store.set_meta("config", cfg.resolved())
+            store.set_meta("created", time.time())
+            _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+        except BaseException:
+            claim.undo()
+            raise
+        return cls(run_dir, cfg, store, claim.lock, components)
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: dict[str, Any] | None = None) -> "Run":
@@ -110,10 +110,11 @@ class Run:
             raise RunError(f"{run_dir} holds no run to resume (no run.db there)")
         lock = _lock(run_dir)
         try:
-            store = Store(run_dir / "run.db")
+            store = open_store(run_dir / "run.db", "write")  # a damaged store is refused here
             saved = store.get_meta("config")
             if saved is None:
                 raise RunError(f"{run_dir / 'run.db'} has no saved config; cannot resume")
+            warn_config_edits(run_dir / "config.yaml", saved, RESUMABLE_CHANGES)
             overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
             changed = {k: (saved.get(k), v) for k, v in overrides.items() if saved.get(k) != v}
             refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
@@ -127,7 +128,7 @@ class Run:
                 _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
             return cls(run_dir, cfg, store, lock)
         except BaseException:
-            lock.release()
+            lock.release(remove=True)  # a refused resume leaves no lock file it made
             raise
 
     # -- running ----------------------------------------------------------------------------------
@@ -213,9 +214,7 @@ class Run:
         self.close()
 
 
-def _lock(run_dir: Path):
-    from .store import RunLock
-
+def _lock(run_dir: Path) -> RunLock:
     lock = RunLock(run_dir)
     lock.acquire()
     return lock
@@ -228,13 +227,16 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def open_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Read a run directory's trials and config without locking it (for trials / report)."""
-    run_dir = Path(run_dir)
-    db = run_dir / "run.db"
-    if not db.is_file():
-        raise RunError(f"{run_dir} is not a run directory (no run.db there)")
-    store = Store(db)
+    """Read a run directory's trials and config, read-only and without locking (trials, report).
+
+    The store file is never changed. A damaged store gives every trial that can still be read,
+    with one warning saying what is wrong and what was lost.
+    """
+    store = open_store(Path(run_dir) / "run.db", "read")
     try:
-        return list(store.rows()), store.get_meta("config") or {}
+        rows = list(store.rows())
+        warn_if_damaged(store, len(rows))
+        return rows, store.get_meta("config") or {}
     finally:
         store.close()
+
