@@ -370,7 +370,10 @@ def main() -> None:
     try:
         app()
     except NasforgeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages may hold brackets: pip install 'nasforge[onnx]'
+
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; continue with --resume RUN_DIR")

@@ -203,3 +203,11 @@ def test_export_command(small_run, capsys):
     assert "--format 'tflite'; expected one of onnx" in capsys.readouterr().err
     assert cli("export", str(small_run / "nope")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_command_without_the_extra(small_run, capsys, monkeypatch):
+    monkeypatch.setattr(onnx_export, "missing_packages", lambda exporter="auto": ["onnx"])
+    assert cli("export", str(small_run), "--out", str(small_run / "x.onnx")) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'nasforge[onnx]'" in err and "Traceback" not in err
+    assert not (small_run / "x.onnx").exists()
