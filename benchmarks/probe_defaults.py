@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/probe_defaults.py [--archs 8] [--seeds 2] [--lrs 1e-3 3e-3 1e-2 3e-2]
-                                        [--epochs 5 10 15 30] [--tolerance 0.005]
+    python benchmarks/probe_defaults.py [--archs 8] [--seeds 2] [--lrs 1e-2 3e-2 1e-1 3e-1]
+                                        [--epochs 10 15 30 60] [--tolerance 0.005]
 
 For architectures sampled from the chain space with the main job's narrowing (features 16, 32,
 64; 2 to 5 convolutions) on digits, and for each weight seed, the frozen random encoder's
@@ -16,6 +16,10 @@ accuracy over all (architecture, seed) pairs; among the points whose mean is wit
 ``--tolerance`` of it, choose the one with the fewest epochs (the cheapest), then the highest
 mean. Test accuracy is printed for the chosen point and the best one afterwards, for the record;
 it plays no part in the choice. One torch thread.
+
+The default grid is centred on where a first grid (``--lrs 1e-3 3e-3 1e-2 3e-2 --epochs 5 10
+15 30``) put its best point: at its edge, lr 3e-2 with 30 epochs. The script says when the best
+point is at the edge of the grid, as a hint to widen it.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", type=int, default=8, help="sampled architectures")
     parser.add_argument("--seeds", type=int, default=2, help="weight seeds per architecture")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[5, 10, 15, 30])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1, 3e-1])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 15, 30, 60])
     parser.add_argument("--tolerance", type=float, default=0.005,
                         help="validation accuracy a cheaper point may lose (default 0.005)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
@@ -100,6 +104,12 @@ def main() -> None:
         print(f"{k[0]:>8g} {k[1]:>6d} {row['val']:>7.4f} {row['sd']:>7.4f} {row['s']:>6.2f}")
     chosen, best = choose(table, args.tolerance)
     print(f"\nbest validation: lr {best[0]:g}, {best[1]} epochs, val {table[best]['val']:.4f}")
+    edges = [f"{what} {value:g} is the grid's {end}" for what, value, values in
+             (("lr", best[0], args.lrs), ("epochs", best[1], args.epochs))
+             for end, limit in (("smallest", min(values)), ("largest", max(values)))
+             if value == limit and len(values) > 1]
+    if edges:
+        print(f"note: the best point is at the edge of the grid ({'; '.join(edges)})")
     print(f"chosen (fewest epochs within {args.tolerance} of the best): lr {chosen[0]:g}, "
           f"{chosen[1]} epochs, val {table[chosen]['val']:.4f}, {table[chosen]['s']:.2f} s per fit")
     print(f"for the record, test accuracy: chosen {table[chosen]['test']:.4f}, best-by-val "

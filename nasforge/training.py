@@ -21,8 +21,9 @@ What the engine does, by ``TrainConfig``:
   groups (``parameters=[{"params": ..., "lr": ...}, ...]``), or any ``torch.optim`` optimizers
   given by name (``optimizers={"weights": ..., "alpha": ...}``); ``step_optimizers`` names those
   the training batches step (default: all), the others are stepped by callbacks. A per-step
-  cosine schedule (``config.cosine``) anneals each group from its initial learning rate;
-  ``schedulers={"name": scheduler}`` are stepped at the end of each epoch.
+  cosine schedule (``config.cosine``) anneals each group of the stepped optimizers from its
+  initial learning rate; ``schedulers={"name": scheduler}`` are stepped at the end of each epoch
+  (for a stepped optimizer, set ``cosine=False`` or the cosine overrides its scheduler).
 - **Callbacks** (``Callback`` subclasses) at fit, epoch and step boundaries, with the engine as
   argument: ``engine.model``, ``engine.optimizers``, ``engine.schedulers``, ``engine.epoch``
   (1-based), ``engine.step`` (optimizer steps done), ``engine.batch`` (the current ``(x, y)``),
@@ -1114,15 +1115,14 @@ class Engine:
     def load_checkpoint(self, path: str | Path, *, n_train: int | None = None) -> None:
         """Restore the engine from a file ``save_checkpoint`` wrote."""
         try:
-            state = torch.load(Path(path), map_location=self.device, weights_only=True)
+            # on the CPU: generator states must be CPU tensors; load_state_dict moves the rest
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ConfigError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: "
                               f"{exc}") from None
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise ConfigError(f"{str(path)!r} is not a nasforge training checkpoint "
                               f"(version {CHECKPOINT_VERSION})")
-        for key in ("generator", "rng", "dropout_generator"):
-            state[key] = state[key].cpu()
         self.load_state_dict(state, n_train=n_train)
 
 

