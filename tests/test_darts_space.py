@@ -11,7 +11,7 @@ import torch
 from nasforge import registry
 from nasforge.core import Network, Objective, Task, Trial, TrialResult
 from nasforge.errors import ArchitectureError, ConfigError
-from nasforge.ops.darts_ops import PRIMITIVES, FactorizedReduce, drop_path, make_op
+from nasforge.ops.darts_ops import PRIMITIVES, DropPath, FactorizedReduce, make_op
 from nasforge.spaces.darts import (GENOTYPES, DartsSpace, Genotype, build_network, from_json,
                                    genotype, parse_genotype, reduction_positions, to_json)
 
@@ -267,7 +267,8 @@ def test_factorized_reduce_matches_the_darts_definition_and_handles_odd_sizes():
 def test_drop_path_drops_whole_samples_and_only_in_training():
     x = torch.ones(4000, 2, 3)
     torch.manual_seed(0)
-    y = drop_path(x, 0.25)
+    drop = DropPath(0.25)
+    y = drop(x)
     kept = (y[:, 0, 0] > 0).float().mean().item()
     assert abs(kept - 0.75) < 0.03
     assert torch.all((y == 0).all(dim=(1, 2)) | (y == 1 / 0.75).all(dim=(1, 2)))
@@ -286,6 +287,15 @@ def test_drop_path_drops_whole_samples_and_only_in_training():
     assert not torch.allclose(a, net(x))
     with pytest.raises(ConfigError, match="drop_path_prob"):
         net.drop_path_prob = 1.0
+    # the training engine routes the masks to its own seeded generator: the global RNG is unused
+    from nasforge.training import dropout_from
+    net.drop_path_prob = 0.5
+    outs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        with dropout_from(net, torch.Generator().manual_seed(7)):
+            outs.append(net(x))
+    assert torch.equal(outs[0], outs[1]) and not torch.allclose(outs[0], net.eval()(x))
 
 
 # -- the space ------------------------------------------------------------------------------------
@@ -359,3 +369,39 @@ def test_strategies_search_the_darts_space(strategy):
         s.tell([Trial(id=i, arch=arch, result=TrialResult(metrics={"val_acc": len(arch.ops()) / 100
                                                                     + 0.01 * arch.ops().count("sep_conv_3x3")}))])
     assert len(set(seen)) > 1
+
+
+def test_encode_is_a_one_hot_of_op_and_input_per_edge():
+    space = DartsSpace()
+    geno = space.parse("DARTS_V2")
+    v = space.encode(geno).reshape(2, 4, 2, 8 + 5)
+    assert space.encoding_size == 2 * 4 * 2 * 13 == v.size
+    assert (v[..., :8].sum(-1) == 1).all() and (v[..., 8:].sum(-1) == 1).all()
+    # normal node 5: ('skip_connect', 0), ('dil_conv_3x3', 2)
+    assert v[0, 3, 0, PRIMITIVES.index("skip_connect")] == 1 and v[0, 3, 0, 8 + 0] == 1
+    assert v[0, 3, 1, PRIMITIVES.index("dil_conv_3x3")] == 1 and v[0, 3, 1, 8 + 2] == 1
+    # 'none' is encodable (DARTS-CC derivations) even where sampling leaves it out
+    with_none = parse_genotype(str(geno).replace("('dil_conv_3x3', 2)", "('none', 2)"))
+    assert space.encode(with_none).reshape(2, 4, 2, 13)[0, 3, 1, 0] == 1
+    with pytest.raises(ArchitectureError, match="use graph"):
+        space.encode(space.parse("NASNet"))
+    small = DartsSpace(ops=["skip_connect", "sep_conv_3x3"])
+    with pytest.raises(ArchitectureError, match="cannot encode operation 'dil_conv_3x3'"):
+        small.encode(geno)
+
+
+def test_graph_has_operations_as_nodes():
+    space = DartsSpace()
+    g = space.graph(space.parse("DARTS_V2"))
+    # 2 inputs + 8 normal ops + concat + 8 reduce ops + output
+    assert g.num_nodes == 20 and g.inputs == (0, 1) and g.outputs == (19,)
+    assert g.ops[:4] == ("input", "input", "sep_conv_3x3", "sep_conv_3x3") and g.ops[10] == "concat"
+    assert g.ops[9] == "dil_conv_3x3" and g.predecessors(9) == [2, 3]  # reads state 2 = ops 2 + 3
+    assert g.predecessors(10) == list(range(2, 10))
+    assert g.predecessors(11) == [1]  # reduce ('max_pool_3x3', 0): the cell two back
+    assert g.predecessors(12) == [10]  # reduce ('max_pool_3x3', 1): the normal cell's output
+    assert g.attrs[11] == {"cell": 1.0, "state": 2.0, "src": 0.0, "stride": 2.0}
+    assert g.predecessors(19) == list(range(11, 19))
+    nasnet = space.graph(space.parse("NASNet"))  # other shapes too: 5 nodes, unused states
+    assert nasnet.num_nodes == 2 + 10 + 1 + 10 + 1 and nasnet.connected()
+    assert "sep_conv_7x7" in nasnet.ops and set(nasnet.ops) <= set(space.op_vocab)

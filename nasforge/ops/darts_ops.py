@@ -152,19 +152,36 @@ def make_op(name: str, dim: int, channels: int, stride: int = 1, affine: bool = 
     return factory(dim, channels, stride, affine)
 
 
-def drop_path(x: Tensor, drop_prob: float) -> Tensor:
-    """Zero whole samples with probability ``drop_prob``, scaling the rest by 1 / (1 - p).
+class DropPath(nn.Module):
+    """Drop-path: in training, zero each sample's output with probability ``p`` and scale the
+    kept ones by ``1 / (1 - p)``; the identity in eval mode or with ``p = 0``.
 
-    The mask is drawn from the global torch generator, like ``nn.Dropout``; the training loop
-    seeds it (``training.seeded``).
+    The per-sample mask is an ``nn.Dropout`` applied to ones, so the training engine draws it
+    from its seeded dropout generator (``training.dropout_from``) and runs are reproducible.
+    ``p`` may change between steps (DARTS ramps it linearly over the epochs).
     """
-    if drop_prob <= 0.0:
-        return x
-    keep = 1.0 - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype,
-                       device=x.device).bernoulli_(keep)
-    return x / keep * mask
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(p)
+
+    @property
+    def p(self) -> float:
+        return self.dropout.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"drop-path probability {value!r}; expected a number in [0, 1)")
+        self.dropout.p = float(value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.dropout.p == 0.0:
+            return x
+        mask = self.dropout(torch.ones((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype,
+                                       device=x.device))
+        return x * mask
 
 
-__all__ = ["PRIMITIVES", "OPS", "PARAMETER_FREE", "make_op", "drop_path", "Zero", "ReLUConvBN",
+__all__ = ["PRIMITIVES", "OPS", "PARAMETER_FREE", "make_op", "DropPath", "Zero", "ReLUConvBN",
            "DilConv", "SepConv", "FactorizedReduce", "Conv7x1_1x7"]

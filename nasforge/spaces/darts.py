@@ -30,10 +30,9 @@ and a linear classifier. ``series`` tasks get the same cells with 1-D operations
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +41,11 @@ from torch import nn
 from ..core import Architecture, Decision, Network, SearchSpace, Task
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import avg_pool, batch_norm, conv
-from ..ops.darts_ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN, drop_path, make_op
+from ..ops.darts_ops import OPS, PRIMITIVES, DropPath, FactorizedReduce, ReLUConvBN, make_op
 from ..registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..graph import ArchGraph
 
 #: every operation the builder knows: the DARTS primitives and the NASNet / AmoebaNet extras
 KNOWN_OPS: tuple[str, ...] = tuple(OPS)
@@ -558,14 +560,16 @@ class DartsCell(nn.Module):
         self.concat = list(concat)
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
+                drop: DropPath | None = None) -> torch.Tensor:
+        """The cell's output; ``drop`` (the network's drop-path) acts on every non-identity edge."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for sources, ops in zip(self.inputs, self.ops):
             total = None
             for src, op in zip(sources, ops):
                 h = op(states[src])
-                if drop_prob > 0.0 and self.training and not isinstance(op, nn.Identity):
-                    h = drop_path(h, drop_prob)
+                if drop is not None and not isinstance(op, nn.Identity):
+                    h = drop(h)
                 total = h if total is None else total + h
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)
@@ -601,8 +605,8 @@ class AuxiliaryHead(nn.Module):
 class DartsEncoder(nn.Module):
     """Stem, cells and global average pooling; the features a ``DartsNetwork``'s head classifies.
 
-    ``drop_path_prob`` (settable, e.g. ramped per epoch as DARTS does) is the drop-path
-    probability used in training mode. With an auxiliary head, each training-mode forward pass
+    ``drop_path`` (a ``DropPath``; its probability ``drop_path.p`` may be ramped per epoch, as
+    DARTS does) acts on every non-identity edge in training mode. With an auxiliary head, each training-mode forward pass
     stores the auxiliary logits in ``aux_logits`` (``None`` in eval mode or without the head).
     """
 
@@ -610,7 +614,7 @@ class DartsEncoder(nn.Module):
                  layers: int, num_classes: int, *, stem_multiplier: int = 3,
                  auxiliary: bool = False, drop_path_prob: float = 0.0):
         super().__init__()
-        self.drop_path_prob = drop_path_prob
+        self.drop_path = DropPath(drop_path_prob)
         self.aux_logits: torch.Tensor | None = None
         c_curr = stem_multiplier * C
         self.stem = nn.Sequential(conv(dim, in_channels, c_curr, 3, padding=1, bias=False),
@@ -640,7 +644,7 @@ class DartsEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.aux_logits = None
-        drop = self.drop_path_prob if self.training else 0.0
+        drop = self.drop_path if self.training and self.drop_path.p > 0 else None
         s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, drop)
@@ -665,13 +669,14 @@ class DartsNetwork(Network):
 
     @property
     def drop_path_prob(self) -> float:
-        return self.encoder.drop_path_prob
+        """The drop-path probability in training (settable, e.g. by an epoch callback)."""
+        return self.encoder.drop_path.p
 
     @drop_path_prob.setter
     def drop_path_prob(self, value: float) -> None:
-        if not 0.0 <= value < 1.0:
+        if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
             raise ConfigError(f"drop_path_prob = {value!r}; expected a probability in [0, 1)")
-        self.encoder.drop_path_prob = float(value)
+        self.encoder.drop_path.p = float(value)
 
 
 def reduction_positions(layers: int) -> list[int]:
@@ -909,6 +914,86 @@ class DartsSpace(SearchSpace):
             fields = {"normal": geno.normal, "reduce": geno.reduce, name: tuple(cell)}
             return Genotype(fields["normal"], geno.normal_concat, fields["reduce"], geno.reduce_concat)
         raise ArchitectureError(f"darts: no edge of {geno} can change with operations {self.genotype_ops}")
+
+    # -- features for learned models (see nasforge.graph) -----------------------------------------
+    @property
+    def encoding_size(self) -> int:
+        return 2 * self.nodes * 2 * (len(self.ops) + self.nodes + 1)
+
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """Per edge (normal cell, then reduce; node by node; edges in order) a one-hot of its
+        operation over ``ops`` followed by a one-hot of its input state over ``0..nodes``.
+
+        Covers genotypes of this space's shape (``nodes`` nodes of two edges, operations from
+        ``ops`` -- ``none`` included even when ``allow_none`` is off -- all nodes concatenated);
+        ``ArchitectureError`` for others (NASNet, nested forms): use ``graph`` for those.
+        """
+        geno = self._check(arch)
+        width = len(self.ops) + self.nodes + 1
+        out = np.zeros((2, self.nodes, 2, width), dtype=np.float32)
+        for c, (name, nodes, concat) in enumerate((("normal", geno.normal, geno.normal_concat),
+                                                   ("reduce", geno.reduce, geno.reduce_concat))):
+            if len(nodes) != self.nodes or concat != self.concat \
+                    or any(len(edges) != 2 for edges in nodes):
+                raise ArchitectureError(
+                    f"darts: cannot encode {name} cell of {geno}: encode covers cells of {self.nodes} "
+                    f"nodes of two edges concatenated as {list(self.concat)}; use graph() instead")
+            for j, edges in enumerate(nodes):
+                for k, (op, src) in enumerate(edges):
+                    if op not in self.ops:
+                        raise ArchitectureError(f"darts: cannot encode operation {op!r}; this space's "
+                                                f"operations are {', '.join(self.ops)}")
+                    out[c, j, k, self.ops.index(op)] = 1.0
+                    out[c, j, k, len(self.ops) + src] = 1.0
+        return out.reshape(-1)
+
+    @property
+    def op_vocab(self) -> tuple[str, ...]:
+        extra = [op for op in KNOWN_OPS if op not in self.ops]
+        return ("input", *self.ops, *extra, "concat", "output")
+
+    def graph(self, arch: Architecture) -> "ArchGraph":
+        """The two cells as one DAG with operations as nodes: a normal cell followed by a
+        reduction cell, as they meet in the network.
+
+        Nodes, in topological order: 0 and 1 the normal cell's inputs (labels ``input``; the
+        outputs of the two cells before it), one node per edge operation of the normal cell
+        (node by node, edges in order), the normal cell's output (``concat``), one node per edge
+        operation of the reduction cell, and its output (``output``). The reduction cell reads
+        node 1 (its state 0, the cell two back) and the ``concat`` node (its state 1). An
+        operation reads its source state: an input node, or every operation into that
+        intermediate state (the state is their sum); ``concat`` / ``output`` read every
+        operation into a concatenated state. Attributes: ``cell`` (0 normal, 1 reduce),
+        ``state`` (the intermediate state the operation feeds), ``src`` (the state it reads) and
+        ``stride``. Works for every genotype the space parses (other node and edge counts too).
+        """
+        from ..graph import ArchGraph
+
+        geno = self._check(arch)
+        ops: list[str] = ["input", "input"]
+        attrs: list[dict[str, float]] = [{}, {}]
+        edges: list[tuple[int, int]] = []
+        state_nodes: list[list[int]] = [[0], [1]]  # graph nodes whose sum is each cell state
+        for c, reduction in enumerate((False, True)):
+            nodes, concat = geno.cell(reduction)
+            states = state_nodes
+            for j, cell_edges in enumerate(nodes):
+                into = []
+                for op, src in cell_edges:
+                    index = len(ops)
+                    ops.append(op)
+                    attrs.append({"cell": float(c), "state": float(j + 2), "src": float(src),
+                                  "stride": 2.0 if reduction and src < 2 else 1.0})
+                    edges += [(a, index) for a in states[src]]
+                    into.append(index)
+                states.append(into)
+            out = len(ops)
+            ops.append("output" if reduction else "concat")
+            attrs.append({})
+            edges += [(a, out) for k in concat for a in states[k]]
+            state_nodes = [states[1], [out]]  # the next cell reads this cell's input 1 and output
+        return ArchGraph(ops=tuple(ops), edges=tuple(edges), inputs=(0, 1), outputs=(len(ops) - 1,),
+                         attrs=tuple(attrs))
 
     # -- building -------------------------------------------------------------------------------
     def _dims(self, task: Task) -> None:
