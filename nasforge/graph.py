@@ -138,6 +138,10 @@ class ArchGraph:
         out[np.arange(self.num_nodes), self.op_indices(vocab)] = 1.0
         return out
 
+    def op_counts(self, vocab: Sequence[str]) -> np.ndarray:
+        """How many nodes carry each operation of ``vocab`` (a hand feature for predictors)."""
+        return np.bincount(self.op_indices(vocab), minlength=len(vocab)).astype(np.float32)
+
     def attr_matrix(self, keys: Sequence[str], fill: float = 0.0) -> np.ndarray:
         """``(n, len(keys))`` float32 of node attributes (``fill`` where a node lacks one)."""
         return np.array([[float(a.get(k, fill)) for k in keys] for a in self.attrs],

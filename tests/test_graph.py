@@ -73,6 +73,7 @@ def test_nb201_graph_operations_as_nodes():
     # node 1 = op(0->1); node 2 of the cell = op(0->2) + op(1->2), read by op(2->3)
     assert g.edges == ((0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 6), (3, 6), (4, 7), (5, 7), (6, 7))
     assert g.attrs[3] == {"src": 1.0, "dst": 2.0}
+    assert g.op_counts(space.op_vocab).tolist() == [1, 1, 1, 1, 2, 1, 1]
     v = space.encode(space.parse(text))
     assert v.shape == (30,) and v.sum() == 6
     assert v.reshape(6, 5).argmax(1).tolist() == [3, 2, 4, 1, 0, 3]
