@@ -405,3 +405,21 @@ def test_graph_has_operations_as_nodes():
     nasnet = space.graph(space.parse("NASNet"))  # other shapes too: 5 nodes, unused states
     assert nasnet.num_nodes == 2 + 10 + 1 + 10 + 1 and nasnet.connected()
     assert "sep_conv_7x7" in nasnet.ops and set(nasnet.ops) <= set(space.op_vocab)
+
+
+def test_aux_loss_and_drop_path_ramp_with_the_training_engine():
+    from nasforge.spaces.darts import DropPathSchedule, auxiliary_loss
+    from nasforge.training import Engine, TrainConfig
+
+    t = task("image", (1, 8, 8), classes=3, n=24)
+    space = DartsSpace(C=4, layers=3, auxiliary=True)
+    heads = []
+    for loss_fn in (None, auxiliary_loss(0.4)):
+        net = space.build(genotype("DARTS_V2"), t)
+        before = net.encoder.auxiliary_head.classifier.weight.detach().clone()
+        engine = Engine(net, TrainConfig(epochs=2, batch_size=8, lr=1e-2), seed=0, loss_fn=loss_fn,
+                        callbacks=[DropPathSchedule(0.2)])
+        engine.fit(t.train, t.val)
+        assert net.drop_path_prob == pytest.approx(0.1)  # 0.2 * (epoch 2 - 1) / 2 epochs
+        heads.append(torch.equal(before, net.encoder.auxiliary_head.classifier.weight))
+    assert heads == [True, False]  # the auxiliary head learns only through the auxiliary loss
