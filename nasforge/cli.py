@@ -46,20 +46,35 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _print_leaderboard(rows: list[dict[str, Any]], objective: Any, title: str, top: int = 10) -> None:
+def _print_leaderboard(rows: list[dict[str, Any]], objective: Any, title: str, top: int = 10,
+                       pareto: bool = False) -> None:
+    """The leaderboard (best first; several objectives: by Pareto rank), or with ``pareto`` the
+    front only; test accuracy is shown for reference, never used to rank."""
+    from .core import Objectives
     from .report import leaderboard
 
-    board = leaderboard(rows, objective, top)
+    objs = Objectives.of(objective)
+    if pareto:
+        board = sorted(objs.front(rows), key=lambda r: objs.choice_key(r), reverse=True)
+    else:
+        board = leaderboard(rows, objs, top)
+    chosen = objs.best(rows)
+    shown = [o.metric for o in objs if o.metric not in ("test_acc", "params", "train_seconds")]
     table = Table(title=title)
-    for col in ("#", "trial", objective.metric, "test_acc", "params", "seconds", "architecture"):
+    for col in ("#", "trial", *shown, "test_acc", "params", "seconds", "architecture"):
         table.add_column(col, overflow="fold")
     for rank, r in enumerate(board, 1):
         m, c = r["metrics"], r["cost"]
-        table.add_row(str(rank), str(r["id"]), f"{m.get(objective.metric, c.get(objective.metric, float('nan'))):.4f}",
+        mark = "*" if chosen is not None and r["id"] == chosen["id"] else ""
+        table.add_row(f"{rank}{mark}", str(r["id"]),
+                      *[f"{m.get(k, c.get(k, float('nan'))):.4g}" for k in shown],
                       f"{m['test_acc']:.4f}" if "test_acc" in m else "-",
                       f"{int(c['params']):,}" if "params" in c else "-",
                       f"{c['train_seconds']:.1f}" if "train_seconds" in c else "-", r["arch"])
     console.print(table)
+    if objs.multi or objs.constraints:
+        console.print(f"objectives: {objs}; * = chosen ({'front' if pareto else 'ranked by Pareto front, then'}"
+                      f" highest {objs.primary.metric}, ties by fewer params)", soft_wrap=True)
     failed = sum(r["status"] == "failed" for r in rows)
     if failed:
         console.print(f"{failed} of {len(rows)} trials failed (see trials.csv, column reason)")
@@ -73,7 +88,11 @@ def search(
     method: Optional[str] = typer.Option(
         None, help="what drives the run: multitrial (default), sequential_halving, ..."),
     evaluator: Optional[str] = typer.Option(None, help="evaluator (train, deep_prior, table:PATH, ...)"),
-    objective: Optional[str] = typer.Option(None, help="max:METRIC or min:METRIC (default max:val_acc)"),
+    objective: Optional[list[str]] = typer.Option(
+        None, help="max:METRIC or min:METRIC, repeatable for a Pareto search (default: "
+                   "max:val_acc and min:params)"),
+    constraint: Optional[list[str]] = typer.Option(
+        None, help="METRIC<=NUMBER (or >=, <, >), repeatable; trials that break it are never chosen"),
     budget: Optional[int] = typer.Option(None, help="number of trials"),
     time_budget: Optional[float] = typer.Option(None, help="minutes of search"),
     workers: Optional[int] = typer.Option(None, help="parallel evaluations (process pool when > 1)"),
@@ -92,8 +111,13 @@ def search(
     from .config import load_config
     from .run.rundir import Run
 
+    if objective:
+        objective = objective[0] if len(objective) == 1 else list(objective)  # type: ignore[assignment]
     overrides: dict[str, Any] = {"task": task, "space": space, "strategy": strategy,
-                                 "method": method, "evaluator": evaluator, "objective": objective, "budget": budget,
+                                 "method": method, "evaluator": evaluator,
+                                 "objective": objective or None,
+                                 "constraints": list(constraint) if constraint else None,
+                                 "budget": budget,
                                  "time_budget": time_budget, "workers": workers, "seed": seed}
     extra = _parse_sets(option)
     if schedule_scale is not None:
@@ -126,7 +150,7 @@ def search(
         _attach_progress(run, quiet)
         run.search()
         rows = list(run.store.rows())
-    _print_leaderboard(rows, run.objective, f"leaderboard ({len(rows)} trials)")
+    _print_leaderboard(rows, run.objectives, f"leaderboard ({len(rows)} trials)")
     console.print(f"run directory: [bold]{run.dir}[/bold] (report.html, trials.csv, best/)")
 
 
@@ -217,9 +241,12 @@ def trials(
     run_dir: Path = typer.Argument(..., help="run directory"),
     as_json: bool = typer.Option(False, "--json", help="every trial as a JSON object"),
     top: int = typer.Option(10, help="rows of the leaderboard"),
+    pareto: bool = typer.Option(False, "--pareto", help="the Pareto front only (with --json: "
+                                "members, chosen trial, hypervolume and its reference point)"),
 ) -> None:
-    """Leaderboard of a run (or every trial with --json)."""
-    from .core import Objective
+    """Leaderboard of a run (or every trial with --json; the front with --pareto)."""
+    from .core import Objectives
+    from .report.front import front_summary
     from .run.rundir import open_rows
 
     if top < 1:
@@ -227,11 +254,14 @@ def trials(
 
         raise ConfigError(f"--top {top}: expected a positive number of leaderboard rows")
     rows, cfg = open_rows(run_dir)
+    objectives = Objectives.from_config(cfg)
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
+        doc: Any = front_summary(rows, objectives) if pareto else rows
+        sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
         return
-    _print_leaderboard(rows, Objective.parse(cfg.get("objective", "max:val_acc")),
-                       f"{run_dir} ({len(rows)} trials)", top)
+    title = f"{run_dir} ({len(rows)} trials)"
+    _print_leaderboard(rows, objectives, f"Pareto front of {title}" if pareto else title, top,
+                       pareto=pareto)
 
 
 @app.command()
@@ -241,7 +271,7 @@ def report(run_dir: Path = typer.Argument(..., help="run directory"),
     """(Re)write trials.csv, plots and report.html of a run (the run's store is only read)."""
     import os
 
-    from .core import Objective
+    from .core import Objectives
     from .errors import ConfigError, RunError
     from .report import write_html, write_plots, write_trials_csv
     from .run.rundir import open_rows
@@ -253,7 +283,7 @@ def report(run_dir: Path = typer.Argument(..., help="run directory"),
     dest = run_dir if out is None else out
     if out is None and not os.access(run_dir, os.W_OK):
         raise RunError(f"{run_dir} is read-only; write the report elsewhere with --out DIR")
-    objective = Objective.parse(cfg.get("objective", "max:val_acc"))
+    objective = Objectives.from_config(cfg)
     try:
         dest.mkdir(parents=True, exist_ok=True)
         write_trials_csv(rows, objective, dest / "trials.csv")

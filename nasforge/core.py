@@ -7,13 +7,15 @@
 - ``Network``: the ``nn.Module`` a space builds, split into ``encoder`` and ``head``.
 - ``Evaluator``: scores one architecture on one task, returning a ``TrialResult``.
 - ``Strategy``: decides what to try next (``ask`` / ``tell``); never trains a network itself.
-- ``Objective``: which metric to maximise or minimise; several give a Pareto front.
+- ``Objective``: which metric to maximise or minimise; ``Objectives``: several (a Pareto front)
+  plus ``Constraint``s (``params<=50000``) that exclude trials from being chosen.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Hashable, Literal, Sequence
@@ -310,6 +312,14 @@ class Evaluator(abc.ABC):
     def evaluate(self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int,
                  workdir: Path | None = None) -> TrialResult: ...
 
+    def metrics(self) -> frozenset[str] | None:
+        """Names of the metrics and cost keys an ok result carries, or None if not known ahead.
+
+        A run checks its objectives and constraints against them before any work
+        (``check_metrics``); with None it checks after the first successful trial.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # Objectives
@@ -325,6 +335,8 @@ class Objective:
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
             raise ValueError(f"objective mode {self.mode!r}; expected 'max' or 'min'")
+        if not self.metric or not self.metric.strip():
+            raise ValueError(f"objective {self.mode}:{self.metric} names no metric")
 
     def value(self, result: TrialResult) -> float | None:
         """The raw metric value of a result, or None if absent or the trial is not ok."""
@@ -356,23 +368,276 @@ class Objective:
 
 def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
     """Indices of the non-dominated points, every coordinate to be maximised."""
-    arr = np.asarray(points, dtype=float)
-    front = []
-    for i, p in enumerate(arr):
-        dominated = np.any(np.all(arr >= p, axis=1) & np.any(arr > p, axis=1))
-        if not dominated:
-            front.append(i)
-    return front
+    from .pareto import pareto_indices
+
+    return pareto_indices(points)
 
 
-def best_trial(trials: Sequence[Trial], objective: Objective) -> Trial | None:
-    """The trial with the best objective score (first one on ties), or None."""
-    best, best_score = None, -math.inf
-    for t in trials:
-        s = objective.score(t.result)
-        if s is not None and s > best_score:
-            best, best_score = t, s
-    return best
+#: cost keys an objective or constraint may always name (every training evaluator measures them)
+COST_KEYS = ("params", "flops", "latency_ms", "train_seconds")
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+_OPS = {"<=": lambda v, b: v <= b, ">=": lambda v, b: v >= b,
+        "<": lambda v, b: v < b, ">": lambda v, b: v > b}
+
+
+def _lookup(item: Any, metric: str) -> float | None:
+    """A finite metric (or cost) value of an ok ``TrialResult`` or store row, else None."""
+    if isinstance(item, Trial):
+        item = item.result
+    if isinstance(item, TrialResult):
+        status, metrics, cost = item.status, item.metrics, item.cost
+    else:
+        status, metrics, cost = item["status"], item["metrics"], item["cost"]
+    if status != "ok":
+        return None
+    v = metrics.get(metric, cost.get(metric))
+    try:
+        v = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound a trial must meet to be chosen (``params<=50000``); others are recorded, never chosen.
+
+    ``metric`` is looked up in metrics, then cost; a trial that lacks it breaks the constraint.
+    """
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    bound: float
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"constraint operator {self.op!r}; expected <=, >=, < or >")
+        if not math.isfinite(self.bound):
+            raise ValueError(f"constraint bound {self.bound!r}; expected a finite number")
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        """``params<=50000``, ``val_acc>=0.9``, ``latency_ms<2`` (operators <=, >=, <, >)."""
+        m = _CONSTRAINT.match(str(text))
+        if m is None:
+            raise ValueError(f"constraint {text!r}; expected METRIC<=NUMBER (or >=, <, >), "
+                             "e.g. params<=50000")
+        try:
+            bound = float(m.group(3))
+        except ValueError:
+            raise ValueError(f"constraint {text!r}: bound {m.group(3)!r} is not a number") from None
+        return cls(metric=m.group(1), op=m.group(2), bound=bound)  # type: ignore[arg-type]
+
+    def satisfied(self, item: Any) -> bool:
+        """Whether an ok result (or store row) meets the bound."""
+        v = _lookup(item, self.metric)
+        return v is not None and _OPS[self.op](v, self.bound)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.bound:g}"
+
+
+class Objectives:
+    """One or more objectives plus constraints: what a run optimises and which trials may be chosen.
+
+    With one objective it behaves as that ``Objective`` always did. With several, trials are
+    compared by Pareto dominance of their ``scores`` (each oriented so that larger is better).
+
+    Rules (also used by ``best/``, the leaderboard and the report):
+
+    - *feasible*: the trial is ok, every objective metric is present and finite, and every
+      constraint holds. Infeasible trials are recorded but never chosen, never on the front and
+      never parents.
+    - *chosen* (``best``): the feasible trial with the best first objective; ties are broken by
+      the next objectives in order, then by fewer parameters (``params``), then by the earlier
+      trial. It is always on the Pareto front.
+    - *scalar* (the reward of Q-learning and REINFORCE): one objective: its score. Several: the
+      weighted sum ``sum_i w_i * s_i`` where ``s_i`` is the oriented score, taken as
+      ``log10`` of the value for the cost keys (params, flops, latency_ms, train_seconds, which
+      span orders of magnitude), and the weights are 1 for the first objective and 0.05 for each
+      other (so, with max:val_acc and min:params, ten times the parameters costs 0.05 accuracy).
+    """
+
+    def __init__(self, objectives: Sequence["Objective | str"] = ("max:val_acc",),
+                 constraints: Sequence["Constraint | str"] = (),
+                 weights: Sequence[float] | None = None):
+        items = [o if isinstance(o, Objective) else Objective.parse(o) for o in objectives]
+        if not items:
+            raise ValueError("no objective; give at least one, e.g. max:val_acc")
+        names = [o.metric for o in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"objective metric {dup[0]!r} is given twice")
+        self.items: tuple[Objective, ...] = tuple(items)
+        self.constraints: tuple[Constraint, ...] = tuple(
+            c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints)
+        if weights is None:
+            weights = [1.0] + [0.05] * (len(items) - 1)
+        if len(weights) != len(items) or not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise ValueError(f"objective weights {list(weights)!r}; expected {len(items)} finite "
+                             "numbers >= 0")
+        self.weights = tuple(float(w) for w in weights)
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def of(cls, spec: Any) -> "Objectives":
+        """An ``Objectives`` from one, an ``Objective``, a text or a list of texts/objectives."""
+        if isinstance(spec, Objectives):
+            return spec
+        if isinstance(spec, (Objective, str)):
+            return cls([spec])
+        return cls(list(spec))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Objectives":
+        """From a saved run config: ``objective`` (a text or a list) and ``constraints``."""
+        spec = config.get("objective") or "max:val_acc"
+        return cls(objective_texts(spec), list(config.get("constraints") or []))
+
+    # -- views --------------------------------------------------------------------------------------
+    @property
+    def primary(self) -> Objective:
+        return self.items[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.items) > 1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def metric_names(self) -> list[str]:
+        """Every metric the objectives and constraints read, in order, without repeats."""
+        out: list[str] = []
+        for m in [o.metric for o in self.items] + [c.metric for c in self.constraints]:
+            if m not in out:
+                out.append(m)
+        return out
+
+    def __str__(self) -> str:
+        text = ", ".join(str(o) for o in self.items)
+        if self.constraints:
+            text += " subject to " + ", ".join(str(c) for c in self.constraints)
+        return text
+
+    # -- values -------------------------------------------------------------------------------------
+    def values(self, item: Any) -> tuple[float, ...] | None:
+        """Raw objective values of an ok result / row / trial, None if any is missing."""
+        vals = tuple(_lookup(item, o.metric) for o in self.items)
+        return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+    def feasible(self, item: Any) -> bool:
+        """Ok, every objective present, every constraint met."""
+        return self.values(item) is not None and all(c.satisfied(item) for c in self.constraints)
+
+    def scores(self, item: Any) -> tuple[float, ...] | None:
+        """Objective values oriented larger-is-better, None unless feasible."""
+        if not self.feasible(item):
+            return None
+        vals = self.values(item)
+        assert vals is not None
+        return tuple(v if o.mode == "max" else -v for v, o in zip(vals, self.items))
+
+    def scalar(self, item: Any) -> float | None:
+        """The documented scalarisation (see the class docstring); None unless feasible."""
+        s = self.scores(item)
+        if s is None:
+            return None
+        if not self.multi:
+            return s[0]
+        total = 0.0
+        for w, o, v in zip(self.weights, self.items, s):
+            if o.metric in COST_KEYS:
+                mag = math.log10(max(abs(v), 1e-12))
+                v = mag if o.mode == "max" else -mag
+            total += w * v
+        return total
+
+    def choice_key(self, item: Any) -> tuple[float, ...] | None:
+        """Sort key of the chosen-trial rule (larger is better), None unless feasible."""
+        s = self.scores(item)
+        if s is None:
+            return None
+        params = _lookup(item, "params")
+        return (*s, -params if params is not None else 0.0)
+
+    # -- selection ------------------------------------------------------------------------------------
+    def best(self, items: Sequence[Any]) -> Any | None:
+        """The chosen trial/row (see the rule above), or None if none is feasible."""
+        best, best_key = None, None
+        for it in items:  # strict '>' keeps the earlier trial on a full tie
+            key = self.choice_key(it)
+            if key is not None and (best_key is None or key > best_key):
+                best, best_key = it, key
+        return best
+
+    def front(self, items: Sequence[Any]) -> list[Any]:
+        """The feasible non-dominated trials/rows, in their given order."""
+        from .pareto import pareto_indices
+
+        feasible = [(it, s) for it in items if (s := self.scores(it)) is not None]
+        return [feasible[i][0] for i in pareto_indices([s for _, s in feasible])]
+
+    def ranked(self, items: Sequence[Any]) -> list[Any]:
+        """Feasible trials/rows best first: by Pareto rank, then by the chosen-trial rule."""
+        from .pareto import non_dominated_sort
+
+        feasible = [it for it in items if self.scores(it) is not None]
+        out: list[Any] = []
+        for front in non_dominated_sort([self.scores(it) for it in feasible]):
+            members = [feasible[i] for i in front]
+            out += sorted(members, key=lambda it: self.choice_key(it), reverse=True)
+        return out if self.multi else sorted(feasible, key=lambda it: self.choice_key(it),
+                                              reverse=True)
+
+
+#: the rule ``Objectives.best`` follows, as stated in reports and ``best/``
+CHOICE_RULE = ("highest first objective; ties by the next objectives, then fewer params, then the "
+               "earlier trial")
+
+
+def objective_texts(spec: Any) -> list[str]:
+    """The objective texts of a config's ``objective`` value (one text or a list)."""
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, Objective):
+        return [str(spec)]
+    return [str(s) for s in spec]
+
+
+def check_metrics(objectives: Objectives, evaluator: "Evaluator") -> None:
+    """Refuse objectives and constraints naming a metric the evaluator does not report.
+
+    Evaluators that declare ``metrics()`` are checked here, before any work; the cost keys in
+    ``COST_KEYS`` are always accepted (the run checks them after the first successful trial).
+    """
+    from .errors import ConfigError
+
+    declared = evaluator.metrics()
+    if declared is None:
+        return
+    allowed = set(declared) | set(COST_KEYS)
+    for name in objectives.metric_names():
+        if name not in allowed:
+            raise ConfigError(f"objective or constraint metric {name!r} is not reported by "
+                              f"evaluator {evaluator.name!r}; it reports: "
+                              f"{', '.join(sorted(allowed))}")
+
+
+def missing_metrics(objectives: Objectives, result: TrialResult) -> list[str]:
+    """Objective / constraint metrics an ok result lacks (empty for failed results)."""
+    if result.status != "ok":
+        return []
+    return [m for m in objectives.metric_names() if m not in result.metrics and m not in result.cost]
+
+
+def best_trial(trials: Sequence[Trial], objective: "Objective | Objectives") -> Trial | None:
+    """The chosen trial: best objective score, ties by fewer parameters, then the earlier trial."""
+    return Objectives.of(objective).best(trials)
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,13 +665,20 @@ class Strategy(abc.ABC):
     def __init__(self, *, seed: int = 0):
         self.seed = seed
         self.space: SearchSpace | None = None
-        self.objective = Objective()
+        self.objectives = Objectives()
+        self.objective = self.objectives.primary
         self.rng = np.random.default_rng(seed)
 
-    def setup(self, space: SearchSpace, objective: Objective, *, budget: int | None = None) -> None:
-        """Attach the space and objective before the first ``ask``; ``budget`` may be None."""
+    def setup(self, space: SearchSpace, objective: "Objective | Objectives", *,
+              budget: int | None = None) -> None:
+        """Attach the space and objective(s) before the first ``ask``; ``budget`` may be None.
+
+        ``objective`` may be one ``Objective`` or an ``Objectives`` set; ``self.objectives`` is
+        always the set and ``self.objective`` its first objective.
+        """
         self.space = space
-        self.objective = objective
+        self.objectives = Objectives.of(objective)
+        self.objective = self.objectives.primary
         self.budget = budget
 
     @abc.abstractmethod
@@ -419,8 +691,11 @@ class Strategy(abc.ABC):
         return {}
 
     def reward(self, trial: Trial) -> float | None:
-        """The objective score of a trial (larger is better), None for failed trials."""
-        return self.objective.score(trial.result)
+        """The trial's score, larger is better; None for failed trials and broken constraints.
+
+        One objective: its score. Several: ``Objectives.scalar`` (a documented weighted sum).
+        """
+        return self.objectives.scalar(trial.result)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng)}

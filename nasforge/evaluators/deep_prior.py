@@ -423,6 +423,18 @@ class DeepPriorEvaluator(Evaluator):
         self.keep_embeddings, self.full_training = keep_embeddings, full_training
         self.device, self.measure_latency = device, measure_latency
 
+    #: metric and cost names of an ok result (objectives and constraints are checked against them)
+    METRICS = frozenset({"val_acc", "reward", "final_val_acc", "train_acc", "train_loss", "test_acc",
+                         "test_loss", "best_epoch", "stopped_early", "embed_seconds",
+                         "embedding_cached", "features", "train_seconds", "epochs",
+                         "encoder_params", "classifier_params", "params", "flops", "latency_ms"})
+
+    def metrics(self) -> frozenset[str]:
+        """Names of the metrics and cost keys an ok result carries (see the class docstring)."""
+        if self.full_training:
+            return _FullTraining(self).metrics()
+        return self.METRICS if self.measure_latency else self.METRICS - {"latency_ms"}
+
     def validate(self, space: SearchSpace) -> None:
         """Refuse, before a run starts, a ``batch_norm`` the space cannot build."""
         if self.batch_norm:

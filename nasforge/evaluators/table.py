@@ -63,7 +63,8 @@ class TableEvaluator(Evaluator):
     ``search_metric`` is the column a search optimises (``noise`` adds Gaussian noise of that std,
     seeded by the trial seed, to mimic a noisy training run); ``report_metric`` is an extra column
     reported untouched (e.g. test accuracy, for regret curves); ``cost_column`` holds simulated
-    training seconds. Metrics come back under their column names and as ``search_metric`` /
+    training seconds; ``cost_columns`` are further columns returned in ``cost`` under their own
+    names (e.g. ``params``, for a multi-objective search). Metrics come back under their column names and as ``search_metric`` /
     ``report_metric``. With ``space`` (a registered space name) every arch text is checked to
     parse at construction; otherwise call :meth:`validate` before a run.
     """
@@ -71,7 +72,8 @@ class TableEvaluator(Evaluator):
     name = "table"
 
     def __init__(self, *, path: str, search_metric: str, report_metric: str | None = None,
-                 noise: float = 0.0, cost_column: str | None = None, space: str | None = None):
+                 noise: float = 0.0, cost_column: str | None = None, space: str | None = None,
+                 cost_columns: list[str] | None = None):
         if noise < 0 or not math.isfinite(noise):
             raise ConfigError(f"table: noise={noise}; expected a finite std >= 0")
         self.path = str(path)
@@ -80,7 +82,9 @@ class TableEvaluator(Evaluator):
         self.noise = float(noise)
         self.cost_column = cost_column
         self.space = space
+        self.cost_columns = list(cost_columns or [])
         self._columns = [c for c in (search_metric, report_metric, cost_column) if c is not None]
+        self._columns += [c for c in self.cost_columns if c not in self._columns]
         self._index: dict[str, tuple[float, ...]] | None = None
         self._load()
         if space is not None:
@@ -115,7 +119,8 @@ class TableEvaluator(Evaluator):
         if "arch" not in header:
             raise DataError(f"table {self.path!r} has no 'arch' column; columns: {', '.join(header)}")
         for role, col in (("search_metric", self.search_metric), ("report_metric", self.report_metric),
-                          ("cost_column", self.cost_column)):
+                          ("cost_column", self.cost_column),
+                          *(("cost_columns", c) for c in self.cost_columns)):
             if col is not None and col not in header:
                 raise ConfigError(f"table: {role}={col!r} is not a column of {self.path!r}; "
                                   f"available columns: {', '.join(h for h in header if h != 'arch')}")
@@ -163,6 +168,17 @@ class TableEvaluator(Evaluator):
 
     def __len__(self) -> int:
         return len(self._load())
+
+    def metrics(self) -> frozenset[str]:
+        """Names of the metrics and cost keys an ok result carries: the search and report
+        columns (also as ``search_metric`` / ``report_metric``) and, with a cost column,
+        ``train_seconds`` and ``simulated_seconds``; ``cost_columns`` under their own names."""
+        names = {self.search_metric, "search_metric"}
+        if self.report_metric is not None:
+            names |= {self.report_metric, "report_metric"}
+        if self.cost_column is not None:
+            names |= {"train_seconds", "simulated_seconds"}
+        return frozenset(names | set(self.cost_columns))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -212,4 +228,7 @@ class TableEvaluator(Evaluator):
         cost: dict[str, float] = {}
         if self.cost_column is not None and not math.isnan(row[self.cost_column]):
             cost = {"train_seconds": row[self.cost_column], "simulated_seconds": row[self.cost_column]}
+        for col in self.cost_columns:
+            if not math.isnan(row[col]):
+                cost[col] = row[col]
         return TrialResult(metrics=metrics, cost=cost)

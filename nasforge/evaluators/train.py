@@ -151,6 +151,15 @@ class TrainEvaluator(Evaluator):
         self.measure_latency = measure_latency
         self.max_seconds = max_seconds
 
+    #: metric and cost names of an ok result (objectives and constraints are checked against them)
+    METRICS = frozenset({"val_acc", "reward", "final_val_acc", "train_acc", "train_loss", "test_acc",
+                         "test_loss", "best_epoch", "stopped_early", "timed_out", "params", "flops",
+                         "train_seconds", "epochs", "latency_ms"})
+
+    def metrics(self) -> frozenset[str]:
+        """Names of the metrics and cost keys an ok result carries (see the class docstring)."""
+        return self.METRICS if self.measure_latency else self.METRICS - {"latency_ms"}
+
     def network(self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int) -> Network:
         """The untrained network this evaluator trains; a saved ``model.pt`` loads into it."""
         return build_network(space, arch, task, seed=seed, batch_norm_head=self.batch_norm_head,

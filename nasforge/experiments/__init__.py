@@ -22,7 +22,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import registry
-from ..core import Architecture, Evaluator, Objective, SearchSpace, Task, check_arch_text
+from ..core import (Architecture, Evaluator, Objective, Objectives, SearchSpace, Task,
+                    check_arch_text)
 from ..data import load_task
 from ..errors import ConfigError, RunError
 
@@ -67,7 +68,7 @@ def open_run(run_dir: str | Path) -> RunContext:
         raise RunError(f"{run_dir} holds a store without a saved config; it is not a usable run")
     task = load_task(cfg["task"], seed=int(cfg.get("seed", 0)), **(cfg.get("task_options") or {}))
     space = build_space(cfg["space"], cfg.get("space_options") or {}, task)
-    objective = Objective.parse(cfg.get("objective", "max:val_acc"))
+    objective = Objectives.from_config(cfg).primary  # experiments read the first objective
     return RunContext(run_dir, cfg, rows, task, space, objective)
 
 

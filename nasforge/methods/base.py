@@ -57,8 +57,8 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..core import (Architecture, Evaluator, Objective, SearchSpace, Strategy, Task, Trial,
-                    TrialResult, best_trial, derive_seed)
+from ..core import (Architecture, Evaluator, Objective, Objectives, SearchSpace, Strategy, Task,
+                    Trial, TrialResult, best_trial, derive_seed)
 from ..errors import RunError
 from ..run.executors import Executor, Job, LocalExecutor
 from ..run.loop import Budget, Search, TrialCallback
@@ -97,7 +97,7 @@ class MethodContext:
     task: Task | None
     space: SearchSpace
     evaluator: Evaluator
-    objective: Objective
+    objective: Objective | Objectives  # one objective or a set (Pareto front, constraints)
     seed: int
     store: Store
     budget: Budget

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..core import Objective
+from ..core import Objective, Objectives
 
 # Leading columns of trials.csv: those DP-NAS logs, then the rest in name order.
 LEADING = ["id", "status", "reward", "best_val_acc", "test_acc", "epsilon",
@@ -22,7 +22,10 @@ LEADING = ["id", "status", "reward", "best_val_acc", "test_acc", "epsilon",
            "latency_ms", "seed", "reason", "net"]
 
 
-def objective_value(row: dict[str, Any], objective: Objective) -> float | None:
+def objective_value(row: dict[str, Any], objective: Objective | Objectives) -> float | None:
+    """The (first) objective's value of an ok row, None if absent."""
+    if isinstance(objective, Objectives):
+        objective = objective.primary
     if row["status"] != "ok":
         return None
     v = row["metrics"].get(objective.metric, row["cost"].get(objective.metric))
@@ -52,9 +55,19 @@ def csv_row(row: dict[str, Any], objective: Objective) -> dict[str, Any]:
     return out
 
 
-def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective, path: Path) -> None:
-    """Write (atomically) one row per finished trial."""
-    flat = [csv_row(r, objective) for r in rows]
+def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective | Objectives,
+                     path: Path) -> None:
+    """Write (atomically) one row per finished trial (with ``pareto`` = 1 for front members and
+    ``feasible`` = 0/1 when the run has constraints)."""
+    objs = Objectives.of(objective)
+    flat = [csv_row(r, objs.primary) for r in rows]
+    if objs.multi:
+        on_front = {r["id"] for r in objs.front(rows)}
+        for r, f in zip(rows, flat):
+            f["pareto"] = int(r["id"] in on_front)
+    if objs.constraints:
+        for r, f in zip(rows, flat):
+            f["feasible"] = int(objs.feasible(r))
     extra = sorted({k for r in flat for k in r} - set(LEADING))
     columns = [c for c in LEADING if any(c in r for r in flat) or c in ("id", "status", "net")]
     columns = [c for c in columns if c != "net"] + extra + ["net"]
@@ -67,13 +80,12 @@ def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective, path:
     os.replace(tmp, path)
 
 
-def leaderboard(rows: Iterable[dict[str, Any]], objective: Objective, top: int | None = 10
-                ) -> list[dict[str, Any]]:
-    """The best trials by the objective (ok trials only), best first."""
-    scored = [(objective_value(r, objective), r) for r in rows]
-    scored = [(v, r) for v, r in scored if v is not None]
-    scored.sort(key=lambda vr: (-vr[0] if objective.mode == "max" else vr[0], vr[1]["id"]))
-    return [r for _, r in scored[:top]] if top else [r for _, r in scored]
+def leaderboard(rows: Iterable[dict[str, Any]], objective: Objective | Objectives,
+                top: int | None = 10) -> list[dict[str, Any]]:
+    """The best feasible trials, best first: by the objective, ties broken by fewer parameters
+    then the earlier trial; with several objectives, by Pareto rank and then that rule."""
+    ranked = Objectives.of(objective).ranked(list(rows))
+    return ranked[:top] if top else ranked
 
 
 def _pyplot():
@@ -86,12 +98,16 @@ def _pyplot():
     return plt
 
 
-def plot_best_so_far(rows: Sequence[dict[str, Any]], objective: Objective, path: Path) -> None:
+def plot_best_so_far(rows: Sequence[dict[str, Any]], objective: Objective | Objectives,
+                     path: Path) -> None:
+    """Each feasible trial's (first) objective value and the best so far."""
+    objs = Objectives.of(objective)
+    objective = objs.primary
     plt = _pyplot()
     xs, ys, best = [], [], None
     vals = []
     for i, r in enumerate(rows, 1):
-        v = objective_value(r, objective)
+        v = objective_value(r, objective) if objs.feasible(r) else None
         vals.append(v)
         if v is not None and (best is None or (v > best if objective.mode == "max" else v < best)):
             best = v
@@ -107,22 +123,6 @@ def plot_best_so_far(rows: Sequence[dict[str, Any]], objective: Objective, path:
     ax.set_ylabel(objective.metric)
     ax.set_title(f"best {objective.metric} so far")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_metric_vs_params(rows: Sequence[dict[str, Any]], metric: str, path: Path) -> None:
-    plt = _pyplot()
-    pts = [(r["cost"].get("params"), r["metrics"].get(metric)) for r in rows if r["status"] == "ok"]
-    pts = [(p, m) for p, m in pts if p is not None and m is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if pts:
-        ax.scatter(*zip(*pts), s=12, alpha=0.7)
-        ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against parameters")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -172,15 +172,22 @@ def plot_epsilon_phases(rows: Sequence[dict[str, Any]], objective: Objective, pa
     return True
 
 
-def write_plots(rows: Sequence[dict[str, Any]], objective: Objective, plots_dir: Path) -> list[Path]:
-    """Refresh the standard plots; returns their paths."""
+def write_plots(rows: Sequence[dict[str, Any]], objective: Objective | Objectives,
+                plots_dir: Path) -> list[Path]:
+    """Refresh the standard plots; returns their paths. Search plots show the search metrics
+    (the objectives), never test accuracy: ``best_so_far.png``, ``pareto.png`` (every trial and
+    the front) and, with several objectives, ``hypervolume.png``."""
+    from .front import plot_front, plot_hypervolume
+
+    objs = Objectives.of(objective)
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = [plots_dir / "best_so_far.png"]
-    plot_best_so_far(rows, objective, paths[0])
-    metric = "test_acc" if any("test_acc" in r["metrics"] for r in rows) else objective.metric
-    paths.append(plots_dir / f"{metric}_vs_params.png")
-    plot_metric_vs_params(rows, metric, paths[-1])
-    if plot_epsilon_phases(rows, objective, plots_dir / "reward_per_epsilon.png"):
+    plot_best_so_far(rows, objs, paths[0])
+    paths.append(plots_dir / "pareto.png")
+    plot_front(rows, objs, paths[-1])
+    if objs.multi and plot_hypervolume(rows, objs, plots_dir / "hypervolume.png"):
+        paths.append(plots_dir / "hypervolume.png")
+    if plot_epsilon_phases(rows, objs.primary, plots_dir / "reward_per_epsilon.png"):
         paths.append(plots_dir / "reward_per_epsilon.png")
     return paths
 
@@ -191,10 +198,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objective,
+def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objective | Objectives,
                config: dict[str, Any], top: int = 20) -> Path:
-    """report.html: config, leaderboard, plots and the best architecture."""
-    board = leaderboard(rows, objective, top)
+    """report.html: config, chosen architecture, Pareto front, leaderboard and plots."""
+    from .front import front_summary
+
+    objs = Objectives.of(objective)
+    objective = objs.primary
+    board = leaderboard(rows, objs, top)
     n_ok = sum(r["status"] == "ok" for r in rows)
     metric_keys = sorted({k for r in board for k in r["metrics"]})[:8]
     cost_keys = [k for k in ("params", "flops", "train_seconds", "latency_ms")
@@ -209,10 +220,31 @@ def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objecti
     plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
     imgs = "".join(f'<figure><img src="plots/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
                    f"</figcaption></figure>" for p in plots)
-    best = board[0] if board else None
-    best_html = (f"<p><code>{html.escape(best['arch'])}</code></p><p>{html.escape(objective.metric)} = "
-                 f"{_fmt(objective_value(best, objective))}, trial {best['id']}</p>"
-                 if best else "<p>no successful trial yet</p>")
+    best = objs.best(rows)
+    summary = front_summary(rows, objs)
+    best_html = "<p>no successful trial yet</p>"
+    if best is not None:
+        values = ", ".join(f"{html.escape(o.metric)} = {_fmt(v)}"
+                           for o, v in zip(objs, objs.values(best) or ()))
+        test = best["metrics"].get("test_acc")
+        best_html = (f"<p><code>{html.escape(best['arch'])}</code></p><p>trial {best['id']}: "
+                     f"{values}" + (f"; test_acc = {_fmt(test)}" if test is not None else "")
+                     + f"</p><p>rule: {html.escape(summary['rule'])}</p>")
+    front_html = ""
+    if objs.multi:
+        fhead = "".join(f"<th>{html.escape(k)}</th>" for k in
+                        ["trial", *[str(o) for o in objs], "test_acc", "architecture"])
+        frows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in
+                             [m["trial"], *m["objectives"].values(), m["metrics"].get("test_acc", "")])
+            + f"<td><code>{html.escape(m['arch'])}</code></td></tr>" for m in summary["front"])
+        hv = summary.get("hypervolume")
+        hv_html = "" if hv is None else (
+            f"<p>hypervolume {_fmt(hv['value'])} (normalised {_fmt(hv['normalised'])}) against "
+            f"the reference point {html.escape(json.dumps(hv['reference']))} "
+            f"({html.escape(hv['rule'])}).</p>")
+        front_html = (f"<h2>Pareto front ({len(summary['front'])} of {summary['feasible']} "
+                      f"feasible trials)</h2>{hv_html}<table><tr>{fhead}</tr>{frows}</table>")
     failed = [r for r in rows if r["status"] == "failed"]
     failed_html = "".join(f"<li>trial {r['id']}: {html.escape(str(r['reason']))}</li>" for r in failed[:20])
     page = f"""<!doctype html>
@@ -221,10 +253,11 @@ def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objecti
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:90%}}code{{font-size:85%}}
 figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:560px}}</style></head><body>
 <h1>nasforge run <code>{html.escape(run_dir.name)}</code></h1>
-<p>{len(rows)} trials ({n_ok} ok, {len(failed)} failed); objective {html.escape(str(objective))};
+<p>{len(rows)} trials ({n_ok} ok, {len(failed)} failed); objective {html.escape(str(objs))};
 space {html.escape(str(config.get('space')))}, strategy {html.escape(str(config.get('strategy')))},
 evaluator {html.escape(str(config.get('evaluator')))}, task {html.escape(str(config.get('task')))}.</p>
-<h2>Best architecture</h2>{best_html}
+<h2>Chosen architecture</h2>{best_html}
+{front_html}
 <h2>Leaderboard</h2><table><tr>{head}</tr>{''.join(body)}</table>
 <h2>Plots</h2>{imgs}
 {'<h2>Failed trials</h2><ul>' + failed_html + '</ul>' if failed else ''}

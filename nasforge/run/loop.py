@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-from ..core import (Evaluator, Objective, SearchSpace, Strategy, Task, Trial, TrialResult,
-                    best_trial, derive_seed)
+from ..core import (Evaluator, Objective, Objectives, SearchSpace, Strategy, Task, Trial,
+                    TrialResult, derive_seed, missing_metrics)
 from ..errors import RunError
 from .executors import Executor, Job, LocalExecutor
 from .store import Store
@@ -73,7 +73,7 @@ class Search:
     strategy: Strategy
     evaluator: Evaluator
     task: Task | None
-    objective: Objective = field(default_factory=Objective)
+    objective: Objective | Objectives = field(default_factory=Objective)  # one or a set
     seed: int = 0
     store: Store = field(default_factory=Store)
     executor: Executor = field(default_factory=LocalExecutor)
@@ -96,11 +96,13 @@ class Search:
         self.next_id = self.first_id
         self._pending: dict[int, tuple[Any, dict]] = {}  # asked, not finished: id -> (arch, info)
         self._made_dirs: set[str] = set()  # trial directories this search created
+        self.objectives = Objectives.of(self.objective)
+        self._metrics_checked = False
 
     # -- state ------------------------------------------------------------------------------------
     @property
     def best(self) -> Trial | None:
-        return best_trial(self.trials, self.objective)
+        return self.objectives.best(self.trials)
 
     def spent_cost(self, key: str) -> float:
         return sum(float(t.result.cost.get(key, 0.0)) for t in self.trials)
@@ -137,7 +139,7 @@ class Search:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, budget: Budget) -> list[Trial]:
         """Search until the budget is spent; returns all trials told (including resumed ones)."""
-        self.strategy.setup(self.space, self.objective, budget=budget.trials)
+        self.strategy.setup(self.space, self.objectives, budget=budget.trials)
         stored, in_flight = self._restore()
         self.executor.start(self.space, self.evaluator, self.task)
         t0 = time.perf_counter() - self.elapsed
@@ -160,6 +162,7 @@ class Search:
     def _told(self, batch: list[Trial], budget: Budget, t0: float) -> None:
         """Tell finished trials, checkpoint, and call the batch callbacks."""
         self.trials.extend(batch)
+        self._check_metrics(batch)
         if budget.cost is not None and not any(budget.cost_key in t.result.cost for t in self.trials):
             raise RunError(f"a cost budget needs the evaluator to report cost "
                            f"{budget.cost_key!r}, but {self.evaluator.name!r} did not "
@@ -206,6 +209,21 @@ class Search:
                 break
             del self._pending[trial.id]
             self._told([trial], budget, t0)
+
+    def _check_metrics(self, batch: Sequence[Trial]) -> None:
+        """Refuse to go on when the first ok trial lacks a metric the objectives read."""
+        if self._metrics_checked:
+            return
+        for t in batch:
+            if t.ok:
+                self._metrics_checked = True
+                missing = missing_metrics(self.objectives, t.result)
+                if missing:
+                    have = ", ".join(sorted({*t.result.metrics, *t.result.cost}))
+                    raise RunError(f"objective or constraint metric {missing[0]!r} is not reported "
+                                   f"by evaluator {self.evaluator.name!r} (trial {t.id} reported: "
+                                   f"{have}); choose one of those")
+                return
 
     def _exhausted(self, budget: Budget, elapsed: float, asked: bool = False) -> bool:
         done = (self.next_id - self.first_id) if asked else len(self.trials)

@@ -13,9 +13,7 @@ may change on resume (to extend a run or use another machine).
 from __future__ import annotations
 
 import inspect
-import json
 import os
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,10 +23,11 @@ import yaml
 
 from .. import registry
 from ..config import RunConfig, make_config
-from ..core import Objective, SearchSpace, Task, Trial
+from ..core import Objective, Objectives, SearchSpace, Task, Trial, check_metrics
 from ..data import load_task
 from ..errors import RunError
 from ..report import leaderboard, write_html, write_plots, write_trials_csv
+from .best import BestKeeper
 from .loop import Budget, Search
 from .ownership import NewRunDir, repair_run, warn_config_edits  # noqa: F401 (repair_run: API)
 from .store import RunLock, Store, open_store, warn_if_damaged
@@ -62,8 +61,10 @@ def build_components(cfg: RunConfig) -> dict[str, Any]:
     if hasattr(evaluator, "validate"):
         evaluator.validate(space)
     method = registry.create("methods", cfg.method, **cfg.method_options)
+    objectives = cfg.objectives()
+    check_metrics(objectives, evaluator)
     return {"task": task, "space": space, "strategy": strategy, "evaluator": evaluator,
-            "objective": Objective.parse(cfg.objective), "method": method}
+            "objective": objectives.primary, "objectives": objectives, "method": method}
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -82,7 +83,9 @@ class Run:
         self.store = store
         self._lock = lock
         self.components = components if components is not None else build_components(cfg)
-        self.objective: Objective = self.components["objective"]
+        self.objectives: Objectives = self.components.get("objectives") or Objectives.of(
+            self.components["objective"])
+        self.objective: Objective = self.objectives.primary  # the first objective
         self._last_refresh = 0.0
         self.refresh_seconds = 5.0
         self.listeners: list[Callable[[Search, Trial], None]] = []
@@ -138,12 +141,13 @@ class Run:
 
         cfg, c = self.config, self.components
         executor = registry.create("executors", cfg.executor_name, workers=cfg.workers)
+        self._best = BestKeeper(self.dir / "best", self.objectives, self.store.rows())
         budget = Budget(trials=cfg.budget,
                         seconds=None if cfg.time_budget is None else cfg.time_budget * 60,
                         cost=cfg.cost_budget)
         ev_name, ev_opts = cfg.evaluator_name_and_options()
         ctx = MethodContext(task=c["task"], space=c["space"], evaluator=c["evaluator"],
-                            objective=self.objective, seed=cfg.seed, store=self.store,
+                            objective=self.objectives, seed=cfg.seed, store=self.store,
                             budget=budget, executor=executor, strategy=c["strategy"],
                             batch=cfg.batch, evaluator_name=ev_name, evaluator_options=ev_opts,
                             trial_dir=self.dir / "trials", work_dir=self.dir / "method",
@@ -158,32 +162,13 @@ class Run:
         return trials
 
     def _on_trial(self, search: Search, trial: Trial) -> None:
-        best = search.best if search.trials else None
-        candidates = [t for t in (best, trial) if t is not None]
-        top = max(candidates, key=lambda t: self.objective.score(t.result) or float("-inf"))
-        if top is trial and self.objective.score(trial.result) is not None:
-            self._save_best(trial)
+        self._best.add(trial)
 
     def _on_batch(self, search: Search) -> None:
         writer = getattr(search.strategy, "write_csv", None)
         if callable(writer):
             writer(self.dir)
         self.refresh()
-
-    def _save_best(self, trial: Trial) -> None:
-        """Keep the best trial's architecture, metrics and model (if the evaluator saved one)."""
-        best = self.dir / "best"
-        best.mkdir(exist_ok=True)
-        _write_atomic(best / "arch.txt", str(trial.arch) + "\n")
-        _write_atomic(best / "metrics.json", json.dumps(
-            {"trial": trial.id, "metrics": trial.metrics, "cost": trial.result.cost}, indent=2))
-        model = trial.result.artifacts.get("model")
-        if model and Path(model).is_file():
-            tmp = best / "model.pt.tmp"
-            shutil.copyfile(model, tmp)
-            os.replace(tmp, best / "model.pt")
-        elif (best / "model.pt").exists():
-            (best / "model.pt").unlink()  # never leave a model that belongs to another trial
 
     def refresh(self, force: bool = False) -> None:
         """Rewrite trials.csv, plots and report (at most every ``refresh_seconds`` unless forced)."""
@@ -192,16 +177,16 @@ class Run:
             return
         self._last_refresh = now
         rows = list(self.store.rows())
-        write_trials_csv(rows, self.objective, self.dir / "trials.csv")
+        write_trials_csv(rows, self.objectives, self.dir / "trials.csv")
         if rows:
-            write_plots(rows, self.objective, self.dir / "plots")
+            write_plots(rows, self.objectives, self.dir / "plots")
             extra = getattr(self.components["strategy"], "write_plots", None)
             if callable(extra):
                 extra(rows, self.dir / "plots")
-        write_html(self.dir, rows, self.objective, self.config.resolved())
+        write_html(self.dir, rows, self.objectives, self.config.resolved())
 
     def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
-        return leaderboard(self.store.rows(), self.objective, top)
+        return leaderboard(self.store.rows(), self.objectives, top)
 
     def close(self) -> None:
         self.store.close()

@@ -8,16 +8,26 @@ join, so they are never parents.
 
 Defaults (P=20, S=5) suit budgets of a hundred to a few thousand evaluations; the NAS-Bench-201
 paper ran REA with P=10, S=3, and Real et al. used P=100, S=25 for 20,000 trained models.
+
+Several objectives (NSGA-II's ranking, Deb et al. 2002): members are compared by the crowded
+comparison over the current population (lower Pareto rank first, then larger crowding
+distance, then the older member), both in the tournament and, with ``removal="crowding"`` (the
+default for several objectives), when the population is full: the member of the worst rank
+with the smallest crowding distance dies (the oldest of those on a tie) instead of the oldest. ``removal="oldest"`` keeps aging with several objectives.
+Trials that break a constraint never join the population.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-from ..core import Architecture, Objective, SearchSpace, Strategy, Trial
+from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial
 from ..errors import ConfigError
+from ..pareto import crowded_order, rank_and_crowding
 from ..registry import register
+
+Score = float | tuple[float, ...]
 
 
 @register("strategies", "evolution")
@@ -26,8 +36,13 @@ class RegularizedEvolution(Strategy):
 
     name = "evolution"
 
-    def __init__(self, *, seed: int = 0, population_size: int = 20, sample_size: int = 5):
+    def __init__(self, *, seed: int = 0, population_size: int = 20, sample_size: int = 5,
+                 removal: Literal["auto", "oldest", "crowding"] = "auto"):
         super().__init__(seed=seed)
+        if removal not in ("auto", "oldest", "crowding"):
+            raise ConfigError(f"evolution: removal={removal!r}; expected 'auto', 'oldest' or "
+                              "'crowding'")
+        self.removal = removal
         if population_size < 1:
             raise ConfigError(f"evolution: population_size={population_size}; expected >= 1")
         if not 1 <= sample_size <= population_size:
@@ -35,7 +50,7 @@ class RegularizedEvolution(Strategy):
                               f"({population_size})")
         self.population_size = population_size
         self.sample_size = sample_size
-        self.population: deque[tuple[Architecture, float]] = deque()  # oldest first
+        self.population: deque[tuple[Architecture, Score]] = deque()  # oldest first
         self.asked = 0
         self.told = 0
         self.failed = 0
@@ -53,22 +68,41 @@ class RegularizedEvolution(Strategy):
         return out
 
     def _select(self) -> Architecture:
-        """The best of ``sample_size`` members drawn without replacement (first one on ties)."""
+        """The best of ``sample_size`` members drawn without replacement (first one on ties);
+        with several objectives, the first of them in the crowded-comparison order."""
         k = min(self.sample_size, len(self.population))
         picks = self.rng.choice(len(self.population), size=k, replace=False)
-        best = max(picks, key=lambda i: (self.population[i][1], -i))
+        if self.objectives.multi:
+            position = {m: p for p, m in enumerate(crowded_order([s for _, s in self.population]))}
+            best = min(picks, key=lambda i: position[int(i)])
+        else:
+            best = max(picks, key=lambda i: (self.population[i][1], -i))
         return self.population[int(best)][0]
+
+    def _score(self, trial: Trial) -> Score | None:
+        """The scalar reward (one objective) or the score vector (several); None: never a parent."""
+        return self.objectives.scores(trial.result) if self.objectives.multi else self.reward(trial)
 
     def tell(self, trials: Sequence[Trial]) -> None:
         for t in trials:
             self.told += 1
-            score = self.reward(t)
+            score = self._score(t)
             if score is None:
                 self.failed += 1
                 continue
             self.population.append((t.arch, score))
             while len(self.population) > self.population_size:
-                self.population.popleft()
+                if self._removal() == "crowding":
+                    rank, crowd = rank_and_crowding([s for _, s in self.population])
+                    worst = min(range(len(rank)), key=lambda i: (-rank[i], crowd[i], i))
+                    del self.population[worst]
+                else:
+                    self.population.popleft()
+
+    def _removal(self) -> str:
+        if self.removal == "auto":
+            return "crowding" if self.objectives.multi else "oldest"
+        return self.removal
 
     def info(self) -> dict[str, Any]:
         phase = "random" if self.asked < self.population_size or not self.population else "mutation"
@@ -76,10 +110,12 @@ class RegularizedEvolution(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),
-                "population": [[str(a), s] for a, s in self.population],
+                "population": [[str(a), list(s) if isinstance(s, tuple) else s]
+                               for a, s in self.population],
                 "asked": self.asked, "told": self.told, "failed": self.failed}
 
-    def setup(self, space: SearchSpace, objective: Objective, *, budget: int | None = None) -> None:
+    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
+              budget: int | None = None) -> None:
         super().setup(space, objective, budget=budget)
         if self._pending is not None:  # a state loaded before setup: parse its texts now
             self.load_state_dict(self._pending)
@@ -91,5 +127,7 @@ class RegularizedEvolution(Strategy):
         self._pending = None
         super().load_state_dict(state)
         space = self.space
-        self.population = deque((space.parse(text), float(s)) for text, s in state["population"])
+        self.population = deque(
+            (space.parse(text), tuple(map(float, s)) if isinstance(s, (list, tuple)) else float(s))
+            for text, s in state["population"])
         self.asked, self.told, self.failed = state["asked"], state["told"], state["failed"]

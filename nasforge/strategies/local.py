@@ -8,15 +8,23 @@ architecture is never evaluated twice while its score is known.
 
 Asks are answered one at a time: when the neighbourhood is exhausted while some of its trials are
 still running (``ask(n)`` with ``n > 1``), the move is decided on the results told so far.
+
+Several objectives (Pareto acceptance): a neighbour is accepted only if it dominates the current
+architecture; among those, and among random starts, the first in NSGA-II's crowded-comparison
+order (lower Pareto rank, larger crowding distance, earlier) is chosen. Dominance is a strict
+order, so moves never cycle. Trials that break a constraint count as failed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..core import Architecture, Objective, SearchSpace, Strategy, Trial
+from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial
 from ..errors import ConfigError
+from ..pareto import crowded_order, dominates
 from ..registry import register
+
+Score = float | tuple[float, ...]
 
 
 @register("strategies", "local")
@@ -33,7 +41,7 @@ class LocalSearch(Strategy):
             raise ConfigError(f"local: mutations={mutations}; expected >= 1")
         self.max_neighbours = max_neighbours  # cap on neighbours per step (None: all listed)
         self.mutations = mutations  # neighbours drawn by mutate() when the space cannot list them
-        self.scores: dict[str, float | None] = {}  # every told arch text -> score (None: failed)
+        self.scores: dict[str, Score | None] = {}  # every told arch text -> score (None: failed)
         self.current: str | None = None
         self.starts: list[str] = []  # random starts asked since the last restart
         self.neighbourhood: list[str] = []  # neighbours of current
@@ -52,19 +60,17 @@ class LocalSearch(Strategy):
         space = self._require_space()
         while True:
             if self.current is None:
-                scored = [(self.scores[s], -i, s) for i, s in enumerate(self.starts)
-                          if self.scores.get(s) is not None]
-                if not scored:
+                best_start = self._best_of(self.starts)
+                if best_start is None:
                     return self._start(space.sample(self.rng))
-                self._move_to(max(scored)[2])
+                self._move_to(best_start)
             elif self.queue:
                 text = self.queue.pop(0)
                 if text not in self.scores:
                     return self._archs[text]
             else:  # neighbourhood done: move to its best neighbour, or restart if none is better
                 best = self._best_neighbour()
-                here = self.scores[self.current]
-                if best is not None and self.scores[best] > here:  # type: ignore[operator]
+                if best is not None:
                     self.moves += 1
                     self._move_to(best)
                 else:
@@ -76,10 +82,25 @@ class LocalSearch(Strategy):
         self.starts.append(str(arch))
         return arch
 
+    def _best_of(self, texts: Sequence[str]) -> str | None:
+        """The best scored text (the earlier on ties; crowded order with several objectives)."""
+        scored = [s for s in texts if self.scores.get(s) is not None]
+        if not scored:
+            return None
+        if self.objectives.multi:
+            return scored[crowded_order([self.scores[s] for s in scored])[0]]  # type: ignore[misc]
+        return max(((self.scores[s], -i, s) for i, s in enumerate(scored)))[2]  # type: ignore[type-var]
+
     def _best_neighbour(self) -> str | None:
-        scored = [(self.scores[s], -i, s) for i, s in enumerate(self.neighbourhood)
-                  if self.scores.get(s) is not None]
-        return max(scored)[2] if scored else None
+        """The best neighbour that improves on (several objectives: dominates) the current one."""
+        here = self.scores[self.current]  # type: ignore[index]
+        if self.objectives.multi:
+            better = [s for s in self.neighbourhood if self.scores.get(s) is not None
+                      and dominates(self.scores[s], here)]  # type: ignore[arg-type]
+        else:
+            better = [s for s in self.neighbourhood if self.scores.get(s) is not None
+                      and self.scores[s] > here]  # type: ignore[operator]
+        return self._best_of(better)
 
     def _move_to(self, text: str) -> None:
         """Make ``text`` the current architecture and queue its (shuffled) neighbourhood."""
@@ -113,7 +134,7 @@ class LocalSearch(Strategy):
     # -- telling --------------------------------------------------------------------------------
     def tell(self, trials: Sequence[Trial]) -> None:
         for t in trials:
-            score = self.reward(t)
+            score = self.objectives.scores(t.result) if self.objectives.multi else self.reward(t)
             text = str(t.arch)
             if score is not None or text not in self.scores:  # a later success beats a failure
                 self.scores[text] = score
@@ -122,13 +143,15 @@ class LocalSearch(Strategy):
         return {"moves": self.moves, "restarts": self.restarts}
 
     # -- state ------------------------------------------------------------------------------------
-    def setup(self, space: SearchSpace, objective: Objective, *, budget: int | None = None) -> None:
+    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
+              budget: int | None = None) -> None:
         super().setup(space, objective, budget=budget)
         if self._pending is not None:
             self.load_state_dict(self._pending)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "scores": [[k, v] for k, v in self.scores.items()],
+        return {**super().state_dict(),
+                "scores": [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.scores.items()],
                 "current": self.current, "starts": list(self.starts),
                 "neighbourhood": list(self.neighbourhood), "queue": list(self.queue),
                 "moves": self.moves, "restarts": self.restarts}
@@ -139,7 +162,8 @@ class LocalSearch(Strategy):
             return
         self._pending = None
         super().load_state_dict(state)
-        self.scores = {k: (None if v is None else float(v)) for k, v in state["scores"]}
+        self.scores = {k: (None if v is None else tuple(map(float, v)) if isinstance(v, (list, tuple))
+                           else float(v)) for k, v in state["scores"]}
         self.current = state["current"]
         self.starts = list(state["starts"])
         self.neighbourhood = list(state["neighbourhood"])

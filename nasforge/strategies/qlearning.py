@@ -17,8 +17,11 @@ are then drawn from the buffer (with replacement) and each path is updated backw
 where ``r`` is the reward on the terminating transition and 0 before it, and ``max Q(s', .)`` is
 0 after the terminating one. Q values start at ``initial_q`` (MetaQNN: 0.5). The reward is the
 trial's objective score (larger is better: the value for ``max`` objectives, minus the value for
-``min`` ones); failed or pruned trials get ``failed_reward`` (0 by default, which suits
-accuracies in [0, 1]).
+``min`` ones); failed or pruned trials, and trials that break a constraint, get ``failed_reward``
+(0 by default, which suits accuracies in [0, 1]). With several objectives the reward is the
+scalarisation ``Objectives.scalar``: a weighted sum of the oriented scores, cost objectives
+(params, flops, latency_ms, train_seconds) taken as log10, weight 1 for the first objective and
+0.05 for each other (max:val_acc with min:params gives ``val_acc - 0.05 * log10(params)``).
 
 Repeated architectures (``dedupe``, on by default) follow MetaQNN: a sampled path whose
 architecture was already evaluated is not asked again; its stored reward is added to the replay

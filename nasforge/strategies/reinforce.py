@@ -11,6 +11,12 @@ moving-average baseline ``b``, minus ``entropy_weight`` times the policy entropy
 controller to reproduce them, which makes its hidden state a usable architecture embedding, see
 :meth:`ReinforceSearch.hidden_state`). Log-probabilities are recomputed by teacher forcing, so
 trials told after a resume, or proposed by someone else, train the controller too.
+
+Several objectives: the reward ``R`` is the scalarisation ``Objectives.scalar``, a weighted sum
+of the oriented objective scores with cost objectives (params, flops, latency_ms,
+train_seconds) on a log10 scale, weight 1 for the first objective and 0.05 for each other
+(with max:val_acc and min:params: ``R = val_acc - 0.05 * log10(params)``). Trials that break a
+constraint are skipped like failed ones.
 """
 
 from __future__ import annotations
