@@ -624,3 +624,32 @@ def test_batch_stream_cycles_through_every_row_and_restores():
     ahead = [stream.next()[1] for _ in range(4)]
     stream.load_state_dict(state)
     assert all(torch.equal(a, stream.next()[1]) for a in ahead)
+
+
+def test_evaluators_never_seed_or_read_the_global_rng(monkeypatch):
+    """Before the engine, building a network and training reseeded torch's global RNG (inside
+    ``fork_rng``); now evaluators draw only from their own generators, so they run with every
+    global seeding function disabled and give the same results as without that."""
+    from nasforge.evaluators.deep_prior import DeepPriorEvaluator
+    from nasforge.evaluators.train import TrainEvaluator
+    from nasforge.run.rundir import build_space
+
+    task = load_task("digits", seed=0)
+    space = build_space("chain", {}, task)
+    arch = space.parse("[C(16,3,1,1,1), P(2,2,0,0), SM(10)]")
+    evaluators = [TrainEvaluator(epochs=1, dropout=0.3, measure_latency=False),
+                  DeepPriorEvaluator(epochs=1, classifier="mlp", hidden=16,
+                                     measure_latency=False)]
+    expected = [ev.evaluate(arch, space, task, seed=3).metrics for ev in evaluators]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the global RNG was used")
+
+    for name in ("manual_seed", "seed", "set_rng_state", "get_rng_state"):
+        monkeypatch.setattr(torch, name, forbidden)
+        monkeypatch.setattr(torch.random, name, forbidden)
+    monkeypatch.setattr(torch.random, "fork_rng", forbidden)
+    for ev, metrics in zip(evaluators, expected):
+        result = ev.evaluate(arch, space, task, seed=3)
+        assert result.status == "ok", result.reason
+        assert result.metrics == metrics
