@@ -85,8 +85,8 @@ def warn_config_edits(path: Path, saved: dict[str, Any], resumable: Iterable[str
                             json.loads(json.dumps(edited, default=str)))
     if changed:
         warnings.warn(
-            f"{path} was edited ({', '.join(changed)} differ from the run's stored config); the "
-            "edit is ignored: the config stored in run.db is the run's truth. Only "
+            f"{path} was edited since the run started (changed: {', '.join(changed)}); the edit "
+            "is ignored: the config stored in run.db is the run's truth. Only "
             f"{', '.join(sorted(resumable))} may change on resume, as flags (e.g. --budget)",
             NasforgeWarning, stacklevel=3)
 
