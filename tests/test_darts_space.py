@@ -65,7 +65,7 @@ def test_without_aux_head_same_network_minus_head():
 def test_darts_v2_text_is_the_darts_print_and_round_trips():
     space = DartsSpace()
     geno = space.parse("DARTS_V2")
-    assert str(geno) == DARTS_V2_TEXT
+    assert isinstance(geno, Genotype) and str(geno) == DARTS_V2_TEXT
     assert space.parse(DARTS_V2_TEXT) == geno and str(space.parse(DARTS_V2_TEXT)) == DARTS_V2_TEXT
     assert geno.normal[3] == (("skip_connect", 0), ("dil_conv_3x3", 2))
     assert geno.reduce_concat == (2, 3, 4, 5)
@@ -338,6 +338,16 @@ def test_sequential_view_and_sampling():
     assert all(space.outside(g) is None for g in samples)
     with_none = DartsSpace(allow_none=True)
     assert "none" in {op for _ in range(50) for op in with_none.sample(rng).ops()}
+
+
+def test_canonical_key_ignores_edge_order_within_nodes():
+    space = DartsSpace()
+    geno = space.parse("DARTS_V2")
+    swapped = parse_genotype(str(geno).replace("('skip_connect', 0), ('dil_conv_3x3', 2)",
+                                               "('dil_conv_3x3', 2), ('skip_connect', 0)"))
+    assert swapped != geno and space.canonical_key(swapped) == space.canonical_key(geno)
+    other = parse_genotype(str(geno).replace("('dil_conv_3x3', 2)", "('dil_conv_5x5', 2)"))
+    assert space.canonical_key(other) != space.canonical_key(geno)
 
 
 def test_mutate_changes_one_edge():

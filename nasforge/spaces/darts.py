@@ -1035,6 +1035,17 @@ class DartsSpace(SearchSpace):
         return ArchGraph(ops=tuple(ops), edges=tuple(edges), inputs=(0, 1), outputs=(len(ops) - 1,),
                          attrs=tuple(attrs))
 
+    def canonical_key(self, arch: Architecture) -> str:
+        """A key equal for genotypes that differ only in the order of edges within a node (the
+        same network: a node sums its edges); e.g. to find duplicates among random genotypes."""
+        geno = self._check(arch)
+
+        def sort_edges(cell: CellSpec) -> CellSpec:
+            return tuple(tuple(sorted(edges, key=lambda e: (e[1], e[0]))) for edges in cell)
+
+        return str(Genotype(sort_edges(geno.normal), geno.normal_concat, sort_edges(geno.reduce),
+                            geno.reduce_concat))
+
     # -- building -------------------------------------------------------------------------------
     def _dims(self, task: Task) -> None:
         shape = tuple(task.input_shape)
