@@ -136,6 +136,7 @@ def damage(db: Path, how: str) -> None:
 
 # -- 1. never take over or delete what the run did not create ---------------------------------------
 
+@pytest.mark.slow
 def test_search_refuses_a_nonempty_directory_and_changes_nothing(tmp_path):
     foreign = tmp_path / "mine"
     (foreign / "trials" / "keep").mkdir(parents=True)
@@ -257,19 +258,19 @@ def test_repair_salvages_into_a_new_run_that_resumes_to_the_same_trials(tmp_path
 
 
 @pytest.mark.slow
-def test_damaged_store_through_the_cli(tmp_path, finished):
+def test_damaged_store_through_the_cli(tmp_path, finished, monkeypatch, capsys):
     run = copy_run(finished, tmp_path / "run")
     damage(run / "run.db", "midfile")
-    proc = nasforge("trials", "run", "--top", "3", cwd=tmp_path)
+    proc = nasforge("trials", "run", "--top", "3", cwd=tmp_path)  # a real process: no traceback
     assert proc.returncode == 0, proc.stderr
     line = one_line(proc.stderr)
     assert line.startswith("warning:") and "damaged" in line and "nasforge repair run" in line
     assert "trials)" in proc.stdout
-    proc = nasforge("search", "--resume", "run", cwd=tmp_path)
-    assert proc.returncode == 2 and "is damaged" in one_line(proc.stderr)
-    proc = nasforge("repair", "run", "--out", "fixed", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "saved" in proc.stdout and "search --resume fixed" in proc.stdout
+    code, _, err = cli(monkeypatch, capsys, "search", "--resume", str(run))
+    assert code == 2 and "is damaged" in one_line(err)
+    code, out, err = cli(monkeypatch, capsys, "repair", str(run), "--out", str(tmp_path / "fixed"))
+    assert code == 0, err
+    assert "saved" in out and f"search --resume {tmp_path / 'fixed'}" in out
     assert check_store(tmp_path / "fixed" / "run.db").ok
 
 
@@ -407,14 +408,16 @@ def test_resume_names_the_edits_to_config_yaml_and_ignores_them(tmp_path, finish
     assert "evaluator_options.search_metric, seed" in message and "ignored" in message
 
 
-@pytest.mark.slow
-def test_resume_with_an_edited_config_yaml_warns_in_one_line(tmp_path, finished):
+def test_resume_with_an_edited_config_yaml_warns_in_one_line(tmp_path, finished, monkeypatch,
+                                                            capsys):
     run = copy_run(finished, tmp_path / "run")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": 99}))
-    proc = nasforge("search", "--resume", "run", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert one_line(proc.stderr).startswith("warning:") and "seed" in proc.stderr
+    code, out, err = cli(monkeypatch, capsys, "search", "--resume", str(run), "--quiet")
+    assert code == 0, err
+    line = one_line(err)
+    assert line.startswith("warning:") and "changed: seed" in line and "ignored" in line
+    assert f"leaderboard ({BUDGET} trials)" in out
 
 
 # -- 12 (part). trials --top ------------------------------------------------------------------------
