@@ -891,7 +891,7 @@ class Engine:
         scored). A last batch of a single row is skipped each epoch (batch norm cannot train
         on one row). Raises ``TrainingDiverged`` on a NaN/inf loss.
         """
-        config, dev = self.config, self.device
+        config = self.config
         x, y = train
         n = x.shape[0]
         if n == 0 or y.shape[0] != n:
