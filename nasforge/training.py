@@ -73,6 +73,13 @@ What a DARTS-style method calls (sketch)::
                     optimizers={"weights": sgd, "alpha": adam}, step_optimizers=("weights",),
                     callbacks=[Bilevel(), GumbelTemperature()])
     result = engine.fit(train, None, checkpoint=run_dir / "supernet.pt", resume=True)
+
+ENAS follows the same pattern: a callback's ``on_step_start`` samples the architecture the shared
+weights train on this step (``engine.model.use(controller.sample(engine.rng))``), and its
+``on_epoch_end`` updates the controller on validation batches with
+``engine.optimize(x, y, optimizers=("controller",), loss_fn=reinforce_loss)``, where
+``reinforce_loss(model, x, y)`` returns ``(loss, None)``. A GDAS temperature schedule sets
+``engine.model.tau`` in ``on_epoch_start``.
 """
 
 from __future__ import annotations
