@@ -22,7 +22,7 @@ from ..core import Task, TaskKind
 from ..errors import ConfigError, DataError
 from ..registry import register
 from .download import extract_members, fetch_files
-from .formats import atomic_write, read_cifar_batch, read_cifar_names, read_idx
+from .formats import atomic_write, read_cifar_batch, read_cifar_names, read_idx, read_npz
 from .prep import make_task
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -70,6 +70,7 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, data_seed: int = 42,
     """
     if num_samples < 100:
         raise ConfigError(f"mnist1d: num_samples={num_samples}; expected at least 100")
+    _require_mnist1d()
     cache = None
     if root is not None:
         version = metadata.version("mnist1d")
@@ -87,6 +88,15 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, data_seed: int = 42,
                      class_names=DIGIT_CLASSES,
                      meta={"source": "mnist1d", "num_samples": num_samples,
                            "data_seed": data_seed, "cache": str(cache) if cache else None})
+
+
+def _require_mnist1d() -> None:
+    """Refuse with the install command when the optional package is missing."""
+    try:
+        import mnist1d.data  # noqa: F401
+    except ImportError:
+        raise DataError("task mnist1d needs the optional package mnist1d, which is not "
+                        "installed; install it with: pip install 'nasforge[series]'") from None
 
 
 def _generate_mnist1d(num_samples: int, data_seed: int) -> dict[str, np.ndarray]:
@@ -256,23 +266,7 @@ def arrays(seed: int = 0, path: str | None = None,
         raise ConfigError("arrays: option path is required: an .npz file with x_train, y_train, "
                           "x_test and y_test")
     file = Path(path).expanduser()
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        loaded = np.load(file, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"arrays: {file} holds a single array; expected an .npz archive with "
-                            f"{', '.join(keys)}")
-        with loaded as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise DataError(f"{file} lacks {missing}; expected arrays {', '.join(keys)} "
-                                f"(found {', '.join(npz.files) or 'none'})")
-            data = {k: npz[k] for k in keys}
-    except FileNotFoundError:
-        raise DataError(f"arrays: {file} does not exist; expected an .npz file with "
-                        f"{', '.join(keys)}") from None
-    except (OSError, ValueError) as exc:  # not a zip, or an object array (pickles are refused)
-        raise DataError(f"arrays: cannot read {file} as an .npz of numeric arrays: {exc}") from None
+    data = read_npz(file, ("x_train", "y_train", "x_test", "y_test"))
 
     layout = None
     xs = {}

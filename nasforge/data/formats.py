@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -33,40 +34,179 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when the name ends in ``.gz``."""
+#: The largest IDX payload read (bytes): far above MNIST's 47 MB, far below a machine's memory.
+MAX_IDX_BYTES = 2 << 30
+#: deflate cannot compress better than about 1032:1; a .gz whose header promises more is lying
+_GZIP_MAX_RATIO = 1100
+_CHUNK_BYTES = 1 << 20
+
+
+def _read_exact(f: Any, n: int, path: Path, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise DataError(f"{path} is truncated: it ends inside the {what} ({len(data)} of {n} bytes)")
+    return data
+
+
+def read_idx(path: str | os.PathLike[str], *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Parse an IDX file (raw or ``.gz``) into an array, checking magic number and size.
+
+    The sizes the header claims are checked before any allocation: against ``max_bytes``,
+    against the file's size on disk (raw files exactly; ``.gz`` files by the best ratio deflate
+    can reach), and the decompressed stream is read in chunks and never past what the header
+    claims, so a hostile file is refused with memory bounded by the real data.
+    """
+    path = Path(path)
+    gz = path.suffix == ".gz"
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        disk = path.stat().st_size
+        f = gzip.open(path, "rb") if gz else open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    try:
+        with f:
+            return _read_idx_stream(f, path, disk, gz, max_bytes)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Parse an IDX file (raw or ``.gz``) into an array, checking magic number and size."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path} is not an IDX file: {len(data)} bytes, shorter than the header")
-    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+def _read_idx_stream(f: Any, path: Path, disk: int, gz: bool, max_bytes: int) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise DataError(f"{path} is not an IDX file: {len(magic)} bytes, shorter than the header")
+    zero, code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
     if zero != 0 or code not in IDX_DTYPES or ndim == 0:
-        raise DataError(f"{path} is not an IDX file: magic number 0x{data[:4].hex()}, expected "
+        raise DataError(f"{path} is not an IDX file: magic number 0x{magic.hex()}, expected "
                         f"0x0000TTDD with type TT in {sorted(hex(c) for c in IDX_DTYPES)} and "
                         f"DD >= 1 dimensions")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, the header alone needs {header}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path} is truncated: {4 + len(raw_dims)} bytes, the header alone "
+                        f"needs {header}")
+    dims = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
     dtype = IDX_DTYPES[code]
-    expected = header + math.prod(dims) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataError(f"{path} is {what}: {len(data)} bytes, but dimensions {dims} of "
+    payload = math.prod(dims) * dtype.itemsize
+    expected = header + payload
+    if payload > max_bytes:
+        raise DataError(f"{path}: its header claims dimensions {dims} of {dtype.name}, "
+                        f"{payload:,} bytes, more than the limit of {max_bytes:,} bytes; "
+                        "refused before reading (a damaged or hostile file?)")
+    if not gz and disk != expected:
+        what = "truncated" if disk < expected else "longer than its header says"
+        raise DataError(f"{path} is {what}: {disk} bytes, but dimensions {dims} of "
                         f"{dtype.name} need {expected}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    if gz and expected > _GZIP_MAX_RATIO * disk + 1024:
+        raise DataError(f"cannot read {path}: its header claims dimensions {dims} of "
+                        f"{dtype.name}, {expected:,} bytes, but a {disk:,}-byte .gz file cannot "
+                        "hold that much (truncated or damaged)")
+    chunks, got = [], 0
+    while got <= payload:  # read one byte past the claim to notice a longer stream
+        chunk = f.read(min(_CHUNK_BYTES, payload + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != payload:
+        what = "truncated" if got < payload else "longer than its header says"
+        size = f"{header + got} bytes" if got < payload else f"more than {expected} bytes"
+        raise DataError(f"{path} is {what}: {size}, but dimensions {dims} of "
+                        f"{dtype.name} need {expected}")
+    data = b"".join(chunks)
+    del chunks
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------------------------
+# .npz archives (numpy's zip of .npy files)
+
+#: The largest array read from an ``.npz`` (bytes).
+MAX_ARRAY_BYTES = 4 << 30
+
+
+def read_npz(path: str | os.PathLike[str], keys: tuple[str, ...], *,
+             max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz``, each checked before it is allocated.
+
+    Every member's ``.npy`` header is read first: object arrays (pickles) are refused, and the
+    size its shape claims must match the member's size in the zip directory, stay under
+    ``max_bytes`` and be reachable from the compressed size. Data is then read in chunks, so a
+    lying header or a damaged archive is refused as ``DataError`` with bounded memory.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        disk = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; expected an .npz file with "
+                        f"{', '.join(keys)}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a directory; expected an .npz file with "
+                        f"{', '.join(keys)}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if head == b"\x93NUMPY":
+        raise DataError(f"{path} holds a single array (.npy); expected an .npz archive with "
+                        f"{', '.join(keys)}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {n[:-4] if n.endswith(".npy") else n: zf.getinfo(n) for n in zf.namelist()}
+            missing = [k for k in keys if k not in members]
+            if missing:
+                raise DataError(f"{path} lacks {missing}; expected arrays {', '.join(keys)} "
+                                f"(found {', '.join(members) or 'none'})")
+            return {k: _read_npz_member(zf, members[k], path, k, disk, max_bytes) for k in keys}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError,
+            NotImplementedError) as exc:
+        raise DataError(f"{path} is not a readable .npz archive (a zip of .npy arrays; truncated "
+                        f"or damaged?): {exc}") from None
+
+
+def _read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, key: str,
+                     disk: int, max_bytes: int) -> np.ndarray:
+    where = f"{path}: array {key!r}"
+    if info.compress_size > disk or info.file_size > _GZIP_MAX_RATIO * info.compress_size + 1024:
+        raise DataError(f"{where}: the zip directory claims {info.file_size:,} bytes from "
+                        f"{info.compress_size:,} compressed in a {disk:,}-byte file; the archive "
+                        "is damaged")
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        except ValueError as exc:
+            raise DataError(f"{where} has no valid .npy header: {exc}") from None
+        if dtype.hasobject:
+            raise DataError(f"{where} holds Python objects (dtype {dtype}); expected numbers "
+                            "(object arrays are pickles and are never loaded)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise DataError(f"{where}: its header claims shape {shape} of {dtype}, {nbytes:,} "
+                            f"bytes, more than the limit of {max_bytes:,} bytes; refused before "
+                            "reading (a damaged or hostile file?)")
+        header = f.tell()
+        if header + nbytes != info.file_size:
+            raise DataError(f"{where}: its header claims shape {shape} of {dtype}, {nbytes:,} "
+                            f"bytes, but the archive holds {max(0, info.file_size - header):,}; "
+                            "the file is damaged")
+        chunks, got = [], 0
+        while got < nbytes:
+            chunk = f.read(min(_CHUNK_BYTES, nbytes - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    if got != nbytes:
+        raise DataError(f"{where} is truncated: {got:,} of {nbytes:,} bytes")
+    data = b"".join(chunks)
+    del chunks
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
@@ -168,7 +308,7 @@ def read_cifar_batch(path: str | os.PathLike[str], label_key: bytes,
         raise DataError(f"{path}: b'data' is {desc}; expected a uint8 array (N, 3072)")
     try:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"{path}: {label_key!r} is not a list of integers: {exc}") from None
     if y.shape[0] != data.shape[0]:
         raise DataError(f"{path}: {data.shape[0]} images but {y.shape[0]} labels")

@@ -118,6 +118,11 @@ def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarra
         raise ConfigError(f"{name}: limit={limit!r}; expected a positive number of training "
                           "examples or None for all")
     y_train = _labels(name, "training", y_train, len(x_train))
+    where = f"{name} ({meta['source']})" if meta and meta.get("source") else name
+    if len(y_train) == 0:
+        raise DataError(f"{where}: the training set is empty; expected examples to train on")
+    if x_test is not None and y_test is not None and len(y_test) == 0:
+        raise DataError(f"{where}: the test split is empty; expected at least one test example")
     rng = np.random.default_rng(derive_seed(seed, _SPLIT_SALT))
     n = len(y_train)
     if x_test is None or y_test is None:
@@ -152,6 +157,10 @@ def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarra
         if len(y) and (y.min() < 0 or y.max() >= k):
             raise DataError(f"{name}: {split} labels span {int(y.min())}..{int(y.max())}; "
                             f"expected 0..{k - 1}")
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{where}: every training label is {int(present[0])}, a single class; "
+                        "expected at least two classes to tell apart")
     scaled = {s: (_as_float(x, scale), y) for s, (x, y) in splits.items()}
     mean, std = channel_stats(scaled["train"][0])
     tensors = {s: (torch.from_numpy(normalise(x, mean, std)), torch.from_numpy(y.astype(np.int64)))
