@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ import numpy as np
 
 from . import registry
 from .core import Objective
+from .config import available_cores, check_seed
 from .errors import ConfigError
 from .run.loop import Budget, Search
 from .run.rundir import build_space
@@ -98,6 +100,11 @@ def validate(cfg: BenchConfig) -> tuple[Any, Any]:
         raise ConfigError(f"--budget must be >= 1, got {cfg.budget}")
     if cfg.mode not in ("max", "min"):
         raise ConfigError(f"mode {cfg.mode!r}; expected max or min")
+    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1 (parallel searches), got "
+                          f"{cfg.workers!r}")
+    check_seed(cfg.first_seed, "first seed")
+    check_seed(cfg.first_seed + cfg.seeds - 1, "last seed (first seed + seeds - 1)")
     for name, opts in cfg.strategy_options.items():
         registry.validate_options("strategies", name, {"seed": 0, **opts})
     return _components(cfg)
@@ -145,9 +152,42 @@ def best_so_far(values: Sequence[float | None], reports: Sequence[float | None],
     return curve, rcurve
 
 
-def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None) -> dict[str, Any]:
-    """Run every strategy x seed and write summary.csv, curves.csv and regret.png to ``out``."""
+def cap(cfg: BenchConfig, evaluator: Any) -> tuple[BenchConfig, list[str]]:
+    """The config with workers capped at the cores and the searches, and the trial budget at
+    the table's size (a longer search over a table only repeats lookups); one note per cap.
+
+    With a cost budget alone, the searches also stop after as many trials as the table has rows.
+    """
+    notes = []
+    changes: dict[str, Any] = {}
+    size = len(evaluator) if hasattr(evaluator, "__len__") else None
+    if size is not None:
+        if cfg.budget is not None and cfg.budget > size:
+            changes["budget"] = size
+            notes.append(f"--budget {cfg.budget} capped at {size:,}, the number of architectures "
+                         f"in the table (more evaluations would only repeat lookups)")
+        elif cfg.budget is None:
+            changes["budget"] = size
+    searches = len(cfg.strategies) * cfg.seeds
+    limit = min(available_cores(), searches)
+    if cfg.workers > limit:
+        changes["workers"] = limit
+        reason = "CPU cores available" if limit < searches else "searches to run"
+        notes.append(f"--workers {cfg.workers} capped at {limit} (the {reason})")
+    return (dataclasses.replace(cfg, **changes) if changes else cfg), notes
+
+
+def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None,
+              note: Any = None) -> dict[str, Any]:
+    """Run every strategy x seed and write summary.csv, curves.csv and regret.png to ``out``.
+
+    ``note(text)`` receives one line per value that was capped (see :func:`cap`).
+    """
     space, evaluator = validate(cfg)
+    cfg, notes = cap(cfg, evaluator)
+    for line in notes:
+        if note:
+            note(line)
     out = Path(out)
     if out.exists() and any((out / f).exists() for f in ("summary.csv", "curves.csv")):
         raise ConfigError(f"{out} already holds bench results; choose another --out "

@@ -46,6 +46,13 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _check_seed(value: Optional[int]) -> Optional[int]:
+    """typer callback of every ``--seed``: the config's one seed check."""
+    from .config import check_seed
+
+    return value if value is None else check_seed(value, "--seed")
+
+
 def _print_leaderboard(rows: list[dict[str, Any]], objective: Any, title: str, top: int = 10,
                        pareto: bool = False) -> None:
     """The leaderboard (best first; several objectives: by Pareto rank), or with ``pareto`` the
@@ -96,7 +103,8 @@ def search(
     budget: Optional[int] = typer.Option(None, help="number of trials"),
     time_budget: Optional[float] = typer.Option(None, help="minutes of search"),
     workers: Optional[int] = typer.Option(None, help="parallel evaluations (process pool when > 1)"),
-    seed: Optional[int] = typer.Option(None, help="seed of sampling, initialisation and data split"),
+    seed: Optional[int] = typer.Option(None, help="seed of sampling, initialisation and data split",
+                                       callback=_check_seed),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override it"),
@@ -142,6 +150,8 @@ def search(
         run = Run.create(cfg, out)
     with run:
         cfg = run.config
+        for note in cfg.notes:
+            console.print(note, highlight=False, soft_wrap=True)
         how = "" if cfg.method == "multitrial" else f"method {cfg.method}, "
         console.print(f"run directory: [bold]{run.dir}[/bold]  ({how}{cfg.strategy} search over "
                       f"{cfg.space} on {cfg.task}, evaluator {cfg.evaluator}, "
@@ -199,7 +209,7 @@ def train(
     arch: str = typer.Argument(..., help="architecture text, e.g. a DP-NAS net string"),
     task: str = typer.Option("digits", help="task name"),
     space: str = typer.Option("chain", help="space that parses the architecture"),
-    seed: int = typer.Option(0, help="seed of initialisation and data split"),
+    seed: int = typer.Option(0, help="seed of initialisation and data split", callback=_check_seed),
     epochs: Optional[int] = typer.Option(None, help="training epochs (evaluator default if unset)"),
     evaluator: str = typer.Option("train", help="evaluator"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
@@ -344,7 +354,8 @@ def bench(
                       evaluator_options=ev_opts, strategy_options=strat_opts, mode=mode,
                       workers=workers)
     res = run_bench(cfg, out, progress=lambda done, total: console.print(
-        f"\r{done}/{total} searches", end="") if console.is_terminal else None)
+        f"\r{done}/{total} searches", end="") if console.is_terminal else None,
+        note=lambda line: console.print(line, highlight=False, soft_wrap=True))
     table = Table(title=f"{len(names)} strategies x {seeds} seeds, {budget or cost_budget} "
                         f"{'evaluations' if budget else 'simulated s'} ({res['seconds']:.1f} s)")
     for col in ("strategy", "runs", f"best {search_metric}", f"{report_metric or search_metric} of best"):
@@ -394,6 +405,24 @@ def _warnings_as_lines() -> None:
     warnings.simplefilter("always", NasforgeWarning)
 
 
+def _disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain that says the disk (or quota) is full, if any."""
+    import errno
+    import sqlite3
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cur
+        if isinstance(cur, sqlite3.OperationalError) and (
+                getattr(cur, "sqlite_errorcode", None) == 13 or "disk is full" in str(cur)):
+            return cur  # SQLITE_FULL
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
     _warnings_as_lines()
@@ -408,6 +437,18 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; continue with --resume RUN_DIR")
         sys.exit(130)
+    except Exception as exc:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        from rich.markup import escape
+        where = getattr(full, "filename", None)
+        what = f"{full.strerror} ({where})" if isinstance(full, OSError) and where else (
+            full.strerror if isinstance(full, OSError) and full.strerror else str(full))
+        err_console.print(f"[bold red]disk full:[/bold red] {escape(what)}; finished trials are "
+                          "kept: free some space, then continue a search with --resume RUN_DIR",
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

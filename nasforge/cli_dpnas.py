@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import _parse_sets, app, console
+from .cli import _check_seed, _parse_sets, app, console
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -81,7 +81,8 @@ def embed_cmd(
     out: Path = typer.Option(..., help="new or empty output directory"),
     arch: Optional[str] = ArchOpt, run: Optional[Path] = RunOpt, trial: Optional[int] = TrialOpt,
     task: str = TaskOpt, space: str = SpaceOpt,
-    seed: Optional[int] = typer.Option(None, help="init seed (default: the trial's, else 0)"),
+    seed: Optional[int] = typer.Option(None, help="init seed (default: the trial's, else 0)",
+                                       callback=_check_seed),
     init: Optional[str] = typer.Option(None, help="encoder init (default: the run's, "
                                        "else kaiming_normal)"),
     batch_norm: Optional[bool] = typer.Option(None, "--batch-norm/--no-batch-norm",
@@ -113,7 +114,8 @@ def evaluate_cmd(
     arch: Optional[str] = ArchOpt, run: Optional[Path] = RunOpt, trial: Optional[int] = TrialOpt,
     evaluator: str = typer.Option("deep_prior", help="deep_prior or train"),
     task: str = TaskOpt, space: str = SpaceOpt,
-    seed: Optional[int] = typer.Option(None, help="seed (default: the trial's, else 0)"),
+    seed: Optional[int] = typer.Option(None, help="seed (default: the trial's, else 0)",
+                                       callback=_check_seed),
     option: Optional[list[str]] = OptionOpt,
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -150,7 +152,8 @@ def lottery_cmd(
     arch: Optional[list[str]] = typer.Option(None, "--arch", help="architecture text (repeatable)"),
     k: int = typer.Option(5, help="random encoders per architecture"),
     per_group: int = typer.Option(6, help="architectures per group (low, medium, top)"),
-    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)"),
+    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)",
+                                       callback=_check_seed),
     task: str = TaskOpt, space: str = SpaceOpt,
     out: Optional[Path] = typer.Option(None, help="new or empty output directory "
                                        "(default RUN_DIR/experiments/lottery-<time>)"),
@@ -188,7 +191,8 @@ def inference_cmd(
     per_group: int = typer.Option(6, help="architectures per group (low, medium, top)"),
     epochs: Optional[int] = typer.Option(None, help="full-training epochs (default: the "
                                          "train evaluator's)"),
-    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)"),
+    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)",
+                                       callback=_check_seed),
     task: str = TaskOpt, space: str = SpaceOpt,
     out: Optional[Path] = typer.Option(None, help="new or empty output directory "
                                        "(default RUN_DIR/experiments/inference-<time>)"),
@@ -232,7 +236,8 @@ def continual_cmd(
     task: str = TaskOpt, space: str = SpaceOpt,
     tasks: int = typer.Option(5, "--tasks", help="class groups learned one after another"),
     epochs: int = typer.Option(30, help="training epochs per group"),
-    seed: Optional[int] = typer.Option(None, help="seed (default: the trial's, else 0)"),
+    seed: Optional[int] = typer.Option(None, help="seed (default: the trial's, else 0)",
+                                       callback=_check_seed),
     out: Optional[Path] = typer.Option(None, help="new or empty output directory "
                                        "(default [RUN_DIR/]experiments/continual-<time>)"),
     option: Optional[list[str]] = OptionOpt,

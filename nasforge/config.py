@@ -7,6 +7,7 @@ constructor. Nothing in a config is imported or evaluated as code.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,23 @@ DEMO_BUDGET = 90
 # The main job trades accuracy against size: on digits validation accuracy saturates after a few
 # trials, so the Pareto front (what each extra parameter buys) says more than a leaderboard.
 DEMO_OBJECTIVES = ["max:val_acc", "min:params"]
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32, the range every generator we use accepts
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """The one seed check of every entry point: an integer with 0 <= seed < 2**32."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{what} = {value!r}; expected an integer with 0 <= {what} < 2**32 "
+                          f"({SEED_LIMIT})")
+    return value
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 class RunConfig(BaseModel):
@@ -58,6 +76,7 @@ class RunConfig(BaseModel):
     keep_trials: bool = False
     method: str = "multitrial"  # what drives the run (nasforge.methods)
     method_options: dict[str, Any] = Field(default_factory=dict)
+    _notes: list[str] = pydantic.PrivateAttr(default_factory=list)
 
     @pydantic.field_validator("task", "space", "strategy", "evaluator", "method")
     @classmethod
@@ -66,6 +85,14 @@ class RunConfig(BaseModel):
                 "evaluator": "evaluators", "method": "methods"}[info.field_name]
         registry.get(kind, v.split(":", 1)[0] if kind == "evaluators" else v)
         return v
+
+    @pydantic.field_validator("seed")
+    @classmethod
+    def _valid_seed(cls, v: int) -> int:
+        try:
+            return check_seed(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix(f"seed = {v!r}; ")) from None
 
     @pydantic.field_validator("objective")
     @classmethod
@@ -111,6 +138,32 @@ class RunConfig(BaseModel):
     def batch_size(self) -> int:
         return self.batch or self.workers
 
+    def cap_workers(self) -> None:
+        """Cap a process pool's workers at the cores and the trial budget, noting it in ``notes``.
+
+        Trials are still asked in batches of the requested size (``batch``), so the results do
+        not depend on the machine's core count.
+        """
+        if self.executor_name != "process":
+            return
+        limits = {"CPU cores available": available_cores()}
+        if self.budget is not None:
+            limits["trials in the budget"] = self.budget
+        reason, cap = min(limits.items(), key=lambda kv: kv[1])
+        if self.workers <= cap:
+            return
+        requested = self.workers
+        if self.batch is None:
+            self.batch = requested if self.budget is None else min(requested, self.budget)
+        self.workers = cap
+        self._notes.append(f"workers {requested} capped at {cap} (the {reason}); trials are "
+                           f"still asked in batches of {self.batch_size}")
+
+    @property
+    def notes(self) -> list[str]:
+        """One-line remarks on how the config was adjusted (printed by the CLI)."""
+        return list(self._notes)
+
     def check_components(self) -> None:
         """Validate every component's options against its constructor (before any work)."""
         registry.validate_options("tasks", self.task, self.task_options)
@@ -140,7 +193,7 @@ def _format_errors(exc: pydantic.ValidationError, source: str) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{key} = {value!r}: {msg}")
-    return f"invalid config in {source}:\n  " + "\n  ".join(lines)
+    return f"invalid config in {source}: " + "; ".join(lines)  # one line, however many
 
 
 def make_config(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -152,6 +205,7 @@ def make_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     except ConfigError as exc:
         raise ConfigError(f"invalid config in {source}: {exc}") from None
     cfg.check_components()
+    cfg.cap_workers()
     return cfg
 
 
@@ -162,11 +216,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {str(p)!r} " + ("is a directory; expected a YAML file"
+                                                            if p.is_dir() else "does not exist"))
+        loaded = _read_yaml(p)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -176,3 +228,58 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         source = str(p)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return make_config(data, source)
+
+
+MAX_CONFIG_BYTES = 256 << 10  # a config is a few hundred bytes; anything this large is not one
+MAX_CONFIG_NESTING = 64  # PyYAML slows down quadratically on deep nesting, then recurses too far
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of YAML flow collections (``[`` / ``{``), ignoring quoted text."""
+    depth = deepest = 0
+    quote = ""
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == "\n":
+            quote = ""
+    return deepest
+
+
+def _read_yaml(p: Path) -> Any:
+    """A YAML file's content; ConfigError for unreadable, binary, non-UTF-8 or invalid YAML."""
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(p)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; "
+                          "expected a short YAML file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                          f"at offset {exc.start}); expected a YAML file") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (it holds NUL bytes); "
+                          "expected a YAML file")
+    if _flow_depth(text) > MAX_CONFIG_NESTING:
+        raise ConfigError(f"config file {str(p)!r} nests lists or mappings more than "
+                          f"{MAX_CONFIG_NESTING} deep; expected a flat YAML mapping of keys to values")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} nests too deeply; expected a flat YAML "
+                          "mapping of keys to values") from None

@@ -39,12 +39,23 @@ def _read_columns(path: Path) -> tuple[list[str], list[list[Any]]]:
         except Exception as exc:
             raise DataError(f"cannot read parquet table {str(path)!r}: {exc}") from None
         return [str(c) for c in frame.columns], frame.astype(object).values.tolist()
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"table {str(path)!r} is empty; expected a header line with an 'arch' column")
-        return [h.strip() for h in header], list(reader)
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"table {str(path)!r} is empty; expected a header line with an "
+                                "'arch' column")
+            return [h.strip() for h in header], list(reader)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"table {str(path)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}"
+                        f"); expected a CSV file (or parquet, named .parquet)") from None
+    except csv.Error as exc:
+        line = f", line {reader.line_num}" if reader is not None else ""
+        raise DataError(f"table {str(path)!r}{line} is not a readable CSV: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read table {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _to_float(value: Any) -> float:
@@ -53,7 +64,26 @@ def _to_float(value: Any) -> float:
         return math.nan
     if isinstance(value, bool):
         raise ValueError(value)
-    return float(value)
+    if isinstance(value, float) and math.isnan(value):
+        return math.nan  # a missing value of a parquet table
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)  # written-out inf or NaN: refused, an empty cell marks "missing"
+    return number
+
+
+def _shown(text: str, limit: int = 120, quote: bool = True) -> str:
+    """``text`` (quoted unless ``quote`` is false), shortened for an error message."""
+    short = text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
+    return repr(short) if quote else short
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 @register("evaluators", "table")
@@ -100,6 +130,9 @@ class TableEvaluator(Evaluator):
         except OSError:
             raise DataError(f"table: file {self.path!r} not found; expected a CSV or parquet "
                             "file with an 'arch' column") from None
+        if not p.is_file():
+            raise DataError(f"table: {self.path!r} is a directory, not a file; expected a CSV or "
+                            "parquet file with an 'arch' column")
         return (str(p.resolve()), st.st_size, st.st_mtime_ns, tuple(self._columns))
 
     def _load(self) -> dict[str, tuple[float, ...]]:
@@ -137,11 +170,14 @@ class TableEvaluator(Evaluator):
             for col, i in zip(self._columns, at):
                 try:
                     values.append(_to_float(row[i]))
-                except (TypeError, ValueError):
-                    raise DataError(f"table {self.path!r}, data row {r} (arch {text!r}): column "
-                                    f"{col!r} has non-numeric value {row[i]!r}; expected a number") from None
+                except (TypeError, ValueError, OverflowError):
+                    kind = "non-finite" if _is_number(row[i]) else "non-numeric"
+                    raise DataError(f"table {self.path!r}, data row {r} (arch {_shown(text)}): "
+                                    f"column {col!r} has {kind} value {str(row[i])[:40]!r}; "
+                                    "expected a finite number (an empty cell marks a missing "
+                                    "value)") from None
             if text in first_row:
-                raise DataError(f"table {self.path!r}: arch {text!r} appears in data rows "
+                raise DataError(f"table {self.path!r}: arch {_shown(text)} appears in data rows "
                                 f"{first_row[text]} and {r}; expected one row per architecture "
                                 "(average repeated runs first)")
             first_row[text] = r
@@ -157,14 +193,16 @@ class TableEvaluator(Evaluator):
             try:
                 arch = space.parse(text)
             except ArchitectureError as exc:
-                raise DataError(f"table {self.path!r}, data row {r}: arch {text!r} is not a valid "
-                                f"{space.name} architecture: {exc}") from None
+                raise DataError(f"table {self.path!r}, data row {r}: arch {_shown(text)} is not a "
+                                f"valid {space.name} architecture: "
+                                f"{_shown(str(exc), 400, quote=False)}") from None
             except Exception as exc:
-                raise DataError(f"table {self.path!r}, data row {r}: arch {text!r} does not parse "
-                                f"as a {space.name} architecture: {exc}") from None
+                raise DataError(f"table {self.path!r}, data row {r}: arch {_shown(text)} does not "
+                                f"parse as a {space.name} architecture: "
+                                f"{_shown(str(exc), 400, quote=False)}") from None
             if str(arch) != text:
-                raise DataError(f"table {self.path!r}, data row {r}: arch {text!r} is not in "
-                                f"canonical form; expected {str(arch)!r}")
+                raise DataError(f"table {self.path!r}, data row {r}: arch {_shown(text)} is not in "
+                                f"canonical form; expected {_shown(str(arch))}")
 
     def __len__(self) -> int:
         return len(self._load())
