@@ -84,6 +84,11 @@ _FIELDS = {
 }
 
 
+#: Any number in a chain architecture is at most this (the space's own limits are tighter).
+MAX_NUMBER = 1_000_000
+MAX_LAYERS = 1_000
+_DIGITS = frozenset("0123456789")  # str.isdigit() also accepts fullwidth and other digits
+
 # --------------------------------------------------------------------------------------------
 # Architecture value and its text
 
@@ -99,6 +104,8 @@ def _layer_problem(layers: Sequence[Layer]) -> tuple[int, str] | None:
     """The first structural problem of a layer chain as ``(layer index, message)``, or None."""
     if not layers:
         return 0, "expected at least one layer, ending with SM(classes)"
+    if len(layers) > MAX_LAYERS:
+        return MAX_LAYERS, f"{len(layers):,} layers; a chain architecture has at most {MAX_LAYERS:,}"
     seen_fc = False
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple) or not layer or layer[0] not in _FIELDS:
@@ -108,6 +115,9 @@ def _layer_problem(layers: Sequence[Layer]) -> tuple[int, str] | None:
         values = layer[1:]
         if len(values) != arity or not all(type(v) is int for v in values):
             return i, f"{kind} layer {layer!r}: expected {arity} integers after {kind!r}"
+        if any(v > MAX_NUMBER for v in values):
+            return i, (f"{kind} layer with a number above {MAX_NUMBER:,}; a chain architecture's "
+                       "numbers are at most that")
         if kind in ("C", "P") and seen_fc:
             return i, f"{_render(layer)} after an FC layer: convolutions and pooling come before FC layers"
         if kind == "C":
@@ -211,14 +221,22 @@ class _Parser:
         field = _FIELDS[kind][index]
         if self.pos < len(self.text) and self.text[self.pos] in "+-":
             raise self.fail(f"{kind}'s {field} must be a non-negative integer without sign, {self.found()}")
-        while self.pos < len(self.text) and self.text[self.pos].isdigit():
+        while self.pos < len(self.text) and self.text[self.pos] in _DIGITS:
             self.pos += 1
         if self.pos == start:
+            if self.pos < len(self.text) and self.text[self.pos].isdigit():
+                raise self.fail(f"{kind}'s {field} must be written with ASCII digits 0-9, "
+                                f"{self.found()}")
             raise self.fail(f"expected {kind}'s {field} (a non-negative integer), {self.found()}")
         if self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] in "._"):
-            raise self.fail(f"{kind}'s {field} must be an integer, found {self.text[start:self.pos + 1]!r}",
-                            at=start)
-        return int(self.text[start:self.pos])
+            raise self.fail(f"{kind}'s {field} must be an integer written with ASCII digits 0-9, "
+                            f"found {self.text[start:self.pos + 1]!r}", at=start)
+        digits = self.text[start:self.pos]
+        if len(digits.lstrip("0")) > len(str(MAX_NUMBER)) or int(digits) > MAX_NUMBER:
+            shown = digits if len(digits) <= 24 else f"{digits[:12]}...({len(digits)} digits)"
+            raise self.fail(f"{kind}'s {field} {shown} is too large; a chain architecture's "
+                            f"numbers are at most {MAX_NUMBER:,}", at=start)
+        return int(digits)
 
     def parse_layer(self) -> tuple[Layer, int]:
         self.skip_ws()
@@ -349,6 +367,10 @@ class ChainSpace(SearchSpace):
         pool_exact_fit: bool = True,
         batch_norm: bool = False,
         size_buckets: tuple[int, ...] | None = None,
+        max_features: int = 4096,
+        max_kernel: int = 15,
+        max_fc_units: int = 4096,
+        max_params: int = 100_000_000,
     ):
         if input_shape is None:
             self.input_shape = None
@@ -388,6 +410,22 @@ class ChainSpace(SearchSpace):
         self.pool_exact_fit = bool(pool_exact_fit)
         self.batch_norm = bool(batch_norm)
         self.size_buckets = None if size_buckets is None else _int_list_option("size_buckets", size_buckets)
+        self.max_features = _int_option("max_features", max_features)
+        self.max_kernel = _int_option("max_kernel", max_kernel)
+        self.max_fc_units = _int_option("max_fc_units", max_fc_units)
+        self.max_params = _int_option("max_params", max_params)
+        for name, values, top, limit in (
+                ("features", self.features, self.max_features, "max_features"),
+                ("kernels", self.kernels, self.max_kernel, "max_kernel"),
+                ("pool_sizes", self.pool_sizes, self.max_kernel, "max_kernel"),
+                ("pool_strides", self.pool_strides, self.max_kernel, "max_kernel"),
+                ("fc_sizes", self.fc_sizes, self.max_fc_units, "max_fc_units")):
+            if max(values) > top:
+                raise ConfigError(f"chain space option {name!r} = {list(values)}: {max(values)} "
+                                  f"exceeds {limit} = {top}; raise {limit} or use smaller values")
+        if self.large_kernel_stride > self.max_kernel:
+            raise ConfigError(f"chain space option 'large_kernel_stride' = "
+                              f"{self.large_kernel_stride} exceeds max_kernel = {self.max_kernel}")
         self._init_caches()
         self._start = _State("start", 0, sizes, 0, 0, 0)
         if not self._feasible(self._start):
@@ -427,6 +465,8 @@ class ChainSpace(SearchSpace):
             "allow_consecutive_pooling": self.allow_consecutive_pooling,
             "pool_exact_fit": self.pool_exact_fit, "batch_norm": self.batch_norm,
             "size_buckets": None if self.size_buckets is None else list(self.size_buckets),
+            "max_features": self.max_features, "max_kernel": self.max_kernel,
+            "max_fc_units": self.max_fc_units, "max_params": self.max_params,
         }
 
     # caches are derived from the options; leave them out when pickled to worker processes
@@ -445,7 +485,56 @@ class ChainSpace(SearchSpace):
 
     # -- text ---------------------------------------------------------------------------------
     def parse(self, text: str) -> ChainArch:
-        return parse_chain(text)
+        """Parse a net string and check it against the size limits (``max_features``, ...)."""
+        arch = parse_chain(text)
+        self.check_limits(arch)
+        return arch
+
+    def check_limits(self, arch: Architecture) -> None:
+        """``ArchitectureError`` if a layer exceeds the space's size limits: features
+        <= ``max_features``, kernel, stride and pooling <= ``max_kernel``, FC units <=
+        ``max_fc_units`` (the limits keep a hand-written string from exhausting memory)."""
+        for i, layer in enumerate(self._as_chain(arch).layers):
+            kind = layer[0]
+            if kind == "C":
+                checks = [("features", layer[1], "max_features", self.max_features),
+                          ("kernel", layer[2], "max_kernel", self.max_kernel),
+                          ("stride", layer[3], "max_kernel", self.max_kernel)]
+            elif kind == "P":
+                checks = [("size", layer[1], "max_kernel", self.max_kernel),
+                          ("stride", layer[2], "max_kernel", self.max_kernel)]
+            elif kind == "FC":
+                checks = [("units", layer[1], "max_fc_units", self.max_fc_units)]
+            else:
+                checks = []
+            for field, value, option, top in checks:
+                if value > top:
+                    raise ArchitectureError(
+                        f"chain architecture, layer {i} {_render(layer)}: {field} {value} exceeds "
+                        f"{option} = {top} (an option of the chain space)")
+
+    def param_count(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> int:
+        """Weights and biases of the network ``build`` makes, counted without building it."""
+        shapes = self.layer_shapes(arch, input_shape)
+        dim = len(input_shape) - 1
+        channels, total = int(input_shape[0]), 0
+        extra = 2 if self.batch_norm else 1  # per output channel: BatchNorm's 2, else a bias
+        for layer in self._as_chain(arch).layers:
+            if layer[0] == "C":
+                _, f, k, s, _p, skip = layer
+                if skip:
+                    total += channels * f * k ** dim + extra * f
+                else:
+                    total += channels * f * 3 ** dim + f * f * 3 ** dim + 2 * extra * f
+                    if channels != f or s != 1:
+                        total += channels * f + extra * f
+                channels = f
+        width = math.prod(shapes[-1]) if shapes else math.prod(input_shape)
+        for layer in self._as_chain(arch).layers:
+            if layer[0] == "FC":
+                total += width * layer[1] + layer[1]
+                width = layer[1]
+        return total + width * int(num_classes) + int(num_classes)
 
     # -- transitions ----------------------------------------------------------------------------
     def _conv_stride(self, kernel: int) -> int:
@@ -675,6 +764,7 @@ class ChainSpace(SearchSpace):
             raise ArchitectureError(
                 f"chain space builds image tasks with input (C, H, W) and series tasks with (C, L); "
                 f"task {task.name!r} is a {task.kind} task with input shape {tuple(task.input_shape)}")
+        self.check_limits(arch)
         shapes = self.layer_shapes(arch, task.input_shape)
         last = shapes[-1] if shapes else tuple(task.input_shape)
         width = math.prod(last)
@@ -683,6 +773,12 @@ class ChainSpace(SearchSpace):
                 f"{arch} on task {task.name!r} {tuple(task.input_shape)}: the classifier input is "
                 f"{'x'.join(map(str, last))} = {width} values, more than max_num_fc_input = "
                 f"{self.max_num_fc_input}; down-sample more or use fewer features")
+        params = self.param_count(arch, task.input_shape, task.num_classes)
+        if params > self.max_params:
+            raise ArchitectureError(
+                f"{arch} on task {task.name!r}: {params:,} parameters, more than max_params = "
+                f"{self.max_params:,} (an option of the chain space); use fewer features or "
+                "smaller kernels")
         return width
 
     def build(self, arch: Architecture, task: Task) -> Network:

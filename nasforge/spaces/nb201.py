@@ -31,6 +31,15 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 #: (source, target) of each edge, in the order of the text and of the decisions
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 NUM_EDGES = len(EDGES)
+#: Limits of the space's options (the benchmark uses 16 channels and 5 cells per stage).
+MAX_CHANNELS = 1024
+MAX_CELLS_PER_STAGE = 64
+_SHOWN = 120  # characters of a cell string quoted in an error message
+
+
+def _quote(text: str) -> str:
+    """``repr`` of ``text``, shortened for error messages."""
+    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"...({len(text)} characters)"
 
 
 def cell_text(ops: Sequence[str]) -> str:
@@ -79,11 +88,12 @@ class NB201Arch(Architecture):
 def parse_cell(text: str) -> NB201Arch:
     """Parse a benchmark string strictly; errors name the node, the edge and the character offset."""
     if not isinstance(text, str):
-        raise ArchitectureError(f"nb201: expected a cell string, got {type(text).__name__} {text!r}")
+        raise ArchitectureError(f"nb201: expected a cell string, got {type(text).__name__} "
+                                f"{_quote(repr(text))}")
     groups = text.split("+")
     if len(groups) != 3:
         raise ArchitectureError(
-            f"nb201: {text!r} has {len(groups)} node groups separated by '+'; expected 3 "
+            f"nb201: {_quote(text)} has {len(groups)} node groups separated by '+'; expected 3 "
             f"(nodes 1, 2, 3), e.g. {cell_text(['nor_conv_3x3'] * NUM_EDGES)!r}")
     ops: list[str] = []
     offset = 0
@@ -91,24 +101,28 @@ def parse_cell(text: str) -> NB201Arch:
         where = f"node {target} (character {offset})"
         if len(group) < 2 or not group.startswith("|") or not group.endswith("|"):
             raise ArchitectureError(
-                f"nb201: {where} of {text!r}: {group!r} must be enclosed in '|', like '|op~0|'")
+                f"nb201: {where} of {_quote(text)}: {_quote(group)} must be enclosed in '|', "
+                "like '|op~0|'")
         tokens = group[1:-1].split("|")
         if len(tokens) != target:
             raise ArchitectureError(
-                f"nb201: {where} of {text!r}: {len(tokens)} inputs {group!r}; node {target} "
+                f"nb201: {where} of {_quote(text)}: {len(tokens)} inputs {_quote(group)}; "
+                f"node {target} "
                 f"takes exactly {target} (from nodes 0..{target - 1})")
         pos = offset + 1
         for source, token in enumerate(tokens):
             op, tilde, src = token.partition("~")
             at = f"node {target}, input {source} (character {pos})"
             if not tilde:
-                raise ArchitectureError(f"nb201: {at} of {text!r}: {token!r} is not 'op~source'")
+                raise ArchitectureError(f"nb201: {at} of {_quote(text)}: {_quote(token)} is not "
+                                        "'op~source'")
             if op not in OPS:
                 raise ArchitectureError(
-                    f"nb201: {at} of {text!r}: unknown op {op!r}; expected one of {', '.join(OPS)}")
+                    f"nb201: {at} of {_quote(text)}: unknown op {_quote(op)}; expected one of "
+                    f"{', '.join(OPS)}")
             if src != str(source):
                 raise ArchitectureError(
-                    f"nb201: {at} of {text!r}: source {src!r}; expected {source} "
+                    f"nb201: {at} of {_quote(text)}: source {_quote(src)}; expected {source} "
                     f"(inputs are listed in order 0..{target - 1})")
             ops.append(op)
             pos += len(token) + 1
@@ -224,10 +238,11 @@ class NB201Space(SearchSpace):
     size = len(OPS) ** NUM_EDGES
 
     def __init__(self, *, channels: int = 16, cells_per_stage: int = 5):
-        if channels < 1:
-            raise ConfigError(f"nb201: channels={channels}; expected an integer >= 1")
-        if cells_per_stage < 0:
-            raise ConfigError(f"nb201: cells_per_stage={cells_per_stage}; expected an integer >= 0")
+        for name, value, low, high in (("channels", channels, 1, MAX_CHANNELS),
+                                       ("cells_per_stage", cells_per_stage, 0, MAX_CELLS_PER_STAGE)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"nb201: {name}={value!r}; expected an integer from {low} to "
+                                  f"{high}")
         self.channels = channels
         self.cells_per_stage = cells_per_stage
 
