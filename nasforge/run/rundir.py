@@ -171,9 +171,12 @@ class Run:
         self.refresh()
 
     def refresh(self, force: bool = False) -> None:
-        """Rewrite trials.csv, plots and report (at most every ``refresh_seconds`` unless forced)."""
+        """Rewrite trials.csv, plots and report (unless forced, at most every ``refresh_seconds``
+        and no more often than every 4 times the last refresh took, so that writing plots never
+        takes more than a fifth of a search with fast trials)."""
         now = time.monotonic()
-        if not force and now - self._last_refresh < self.refresh_seconds:
+        wait = max(self.refresh_seconds, 4 * getattr(self, "_refresh_took", 0.0))
+        if not force and now - self._last_refresh < wait:
             return
         self._last_refresh = now
         rows = list(self.store.rows())
@@ -184,6 +187,7 @@ class Run:
             if callable(extra):
                 extra(rows, self.dir / "plots")
         write_html(self.dir, rows, self.objectives, self.config.resolved())
+        self._refresh_took = time.monotonic() - now
 
     def leaderboard(self, top: int = 10) -> list[dict[str, Any]]:
         return leaderboard(self.store.rows(), self.objectives, top)

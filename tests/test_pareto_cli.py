@@ -1,0 +1,87 @@
+"""Multi-objective runs end to end through the CLI (on a generated NB201 table, for speed), and
+the exact NB201 parameter counts the table search uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasforge.bench_tables import add_params_column, make_nb201_table, nb201_params
+from nasforge.pareto import dominates
+
+
+def nasforge(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+MIXED = "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+
+
+def test_nb201_params_match_the_benchmark_and_built_networks():
+    import torch
+
+    from nasforge.core import Task
+    from nasforge.cost import count_params
+    from nasforge.spaces.nb201 import NB201Space
+
+    counts = nb201_params([ALL_3X3, NONE, MIXED])
+    # NAS-Bench-201's CIFAR-10 networks range from 0.073 to 1.53 million parameters
+    assert counts[NONE] == 73306 and counts[ALL_3X3] == 1531546
+    empty = torch.zeros(0)
+    task = Task("t", "image", (3, 32, 32), 10, (empty, empty), (empty, empty), (empty, empty))
+    space = NB201Space()
+    assert counts[MIXED] == count_params(space.build(space.parse(MIXED), task))
+
+
+@pytest.mark.slow
+def test_pareto_search_writes_front_plots_and_refuses_unknown_metrics(tmp_path):
+    # a generated table (structured accuracies) with exact parameter counts
+    table = add_params_column(make_nb201_table(tmp_path / "t.csv", seed=0), tmp_path / "tp.csv")
+    common = ["--space", "nb201", "--evaluator", f"table:{table}", "-o",
+              "evaluator.search_metric=cifar10-val", "-o", "evaluator.report_metric=cifar10-test",
+              "-o", "evaluator.cost_columns=[params]", "--quiet"]
+    nasforge("search", *common, "--strategy", "evolution", "--objective", "max:cifar10-val",
+             "--objective", "min:params", "--constraint", "params<=1200000", "--budget", "30",
+             "-o", "strategy.population_size=10", "--out", "run", cwd=tmp_path)
+    run = tmp_path / "run"
+    for name in ("plots/pareto.png", "plots/hypervolume.png", "best/front.json", "best/arch.txt"):
+        assert (run / name).is_file(), name
+    front = json.loads((run / "best" / "front.json").read_text())
+    members = front["members"]
+    assert members and front["objectives"] == ["max:cifar10-val", "min:params"]
+    pts = [(m["objectives"]["cifar10-val"], -m["objectives"]["params"]) for m in members]
+    assert not any(dominates(p, q) for p in pts for q in pts)
+    assert all(m["objectives"]["params"] <= 1200000 for m in members)
+    for m in members:
+        assert (run / "best" / m["dir"] / "arch.txt").read_text().strip() == m["arch"]
+    chosen = max(members, key=lambda m: (m["objectives"]["cifar10-val"], -m["objectives"]["params"]))
+    assert front["chosen"] == chosen["trial"]
+    assert (run / "best" / "arch.txt").read_text().strip() == chosen["arch"]
+    # every trial is recorded, including those that break the constraint
+    rows = json.loads(nasforge("trials", "run", "--json", cwd=tmp_path).stdout)
+    assert len(rows) == 30
+    summary = json.loads(nasforge("trials", "run", "--pareto", "--json", cwd=tmp_path).stdout)
+    assert sorted(m["trial"] for m in summary["front"]) == sorted(m["trial"] for m in members)
+    hv = summary["hypervolume"]
+    assert 0 < hv["normalised"] <= 1 and set(hv["reference"]) == {"cifar10-val", "params"}
+    assert "trials.csv" and "pareto" in (run / "trials.csv").read_text().splitlines()[0]
+    # a misspelt metric is refused before anything is created
+    bad = nasforge("search", *common, "--objective", "max:cifar10-vall", "--out", "bad",
+                   cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "'cifar10-vall' is not reported" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    bad = nasforge("search", *common, "--constraint", "params=<5", "--out", "bad", cwd=tmp_path,
+                   check=False)
+    assert bad.returncode == 2 and "params=<5" in bad.stderr and "Traceback" not in bad.stderr
