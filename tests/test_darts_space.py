@@ -7,10 +7,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nasforge import registry
 from nasforge.core import Network, Objective, Task, Trial, TrialResult
-from nasforge.errors import ArchitectureError, ConfigError
+from nasforge.errors import ArchitectureError, ConfigError, NasforgeError
 from nasforge.ops.darts_ops import PRIMITIVES, DropPath, FactorizedReduce, make_op
 from nasforge.spaces.darts import (GENOTYPES, DartsSpace, Genotype, build_network, from_json,
                                    genotype, parse_genotype, reduction_positions, to_json)
@@ -172,6 +174,37 @@ def test_malformed_genotypes_are_refused_with_position(text, message, at):
         assert f"at character {position} " in str(info.value), str(info.value)
 
 
+_edge = st.one_of(
+    st.builds(lambda op, i: f"({op!r}, {i})", st.sampled_from(list(PRIMITIVES) + ["sep_conv_9x9", ""]),
+              st.one_of(st.integers(-2, 7), st.just(10 ** 30))),
+    st.text(alphabet="()[],'\"_ 0123456789sepconvx", max_size=16))
+_cell = st.lists(_edge, max_size=9).map(lambda es: "[" + ", ".join(es) + "]")
+_concat = st.one_of(st.lists(st.integers(-1, 7), max_size=5).map(str),
+                    st.builds(lambda a, b: f"range({a}, {b})", st.integers(-1, 7), st.integers(-1, 9)))
+genotype_texts = st.one_of(
+    st.builds(lambda n, nc, r, rc: f"Genotype(normal={n}, normal_concat={nc}, reduce={r}, "
+              f"reduce_concat={rc})", _cell, _concat, _cell, _concat),
+    st.text(alphabet="Genotype(normal=[('sep_conv_3x3', 0)], _concat=range(2, 6))\n\uff10\x00",
+            max_size=120),
+    st.text(max_size=60),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=genotype_texts)
+def test_genotype_texts_parse_or_raise_one_clear_error(text):
+    # generated texts: each either parses and round-trips or gives one bounded line
+    try:
+        geno = parse_genotype(text)
+    except NasforgeError as exc:
+        assert isinstance(exc, ArchitectureError)
+        message = str(exc)
+        assert message and "\n" not in message and len(message) < 2000, message[:300]
+        return
+    assert parse_genotype(str(geno)) == geno and from_json(to_json(geno)) == geno
+
+
 def test_size_limits():
     with pytest.raises(ArchitectureError, match="at most 100000"):
         parse_genotype("Genotype(" + " " * 100_000 + ")")
@@ -179,6 +212,8 @@ def test_size_limits():
     text = f"Genotype(normal=[{nodes}], normal_concat=[2], reduce=[{nodes}], reduce_concat=[2])"
     with pytest.raises(ArchitectureError, match="17 nodes; at most 16"):
         parse_genotype(text)
+    with pytest.raises(ArchitectureError, match="number 100000000000... is too large"):
+        parse_genotype(GOOD.replace("0)", "1" + "0" * 5000 + ")"))
     with pytest.raises(ArchitectureError, match="not a DARTS genotype"):
         DartsSpace().build(registry.get("spaces", "nb201")().sample(np.random.default_rng(0)),
                            task("image", (1, 8, 8)))

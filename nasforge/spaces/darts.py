@@ -231,6 +231,9 @@ class _Parser:
             raise self.error(self.peek()[2], "nesting too deep for a genotype")
         kind, text, pos = self.peek()
         if kind == "int":
+            if len(text.lstrip("-")) > 6:
+                raise self.error(pos, f"number {text[:12]}{'...' if len(text) > 12 else ''} is "
+                                 "too large for a genotype")
             self.i += 1
             return _Node("int", int(text), pos)
         if kind == "str":
@@ -976,7 +979,8 @@ class DartsSpace(SearchSpace):
             if len(nodes) != self.nodes or concat != self.concat \
                     or any(len(edges) != 2 for edges in nodes):
                 raise ArchitectureError(
-                    f"darts: cannot encode {name} cell of {geno}: encode covers cells of {self.nodes} "
+                    f"darts: cannot encode this {name} cell ({len(nodes)} nodes, concat "
+                    f"{list(concat)}): encode covers cells of {self.nodes} "
                     f"nodes of two edges concatenated as {list(self.concat)}; use graph() instead")
             for j, edges in enumerate(nodes):
                 for k, (op, src) in enumerate(edges):
