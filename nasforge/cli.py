@@ -190,15 +190,18 @@ def _attach_progress(run: Any, quiet: bool) -> None:
     bar = progress.add_task("search", total=total, completed=done0, best="-", left="")
     progress.start()
 
+    finished = [done0]  # trials finish out of id order with asynchronous workers: count them
+
     def update(search: Any, trial: Any) -> None:
+        finished[0] += 1
         best = search.best
         bv = run.objective.value(best.result) if best else None
         left = ""
         if cfg.time_budget:
             left = f"{max(0.0, cfg.time_budget * 60 - (time.monotonic() - t0)) / 60:.1f} min left"
-        progress.update(bar, completed=trial.id + 1,
+        progress.update(bar, completed=finished[0],
                         best="-" if bv is None else f"{bv:.4f}", left=left)
-        if total is not None and trial.id + 1 >= total:
+        if total is not None and finished[0] >= total:
             progress.stop()
 
     run.listeners.append(update)

@@ -321,3 +321,46 @@ def test_sequential_halving_options_are_checked():
     with pytest.raises(ConfigError, match="no option 'steps'.*epochs"):
         run_method(registry.create("methods", "sequential_halving", resource="steps"), ctx)
     assert ctx.store.count() == 0  # refused before any work
+
+
+# -- training a network inside a method: per-epoch checkpoints in the store ---------------------
+def test_context_train_checkpoints_every_epoch_and_resumes_exactly(tmp_path):
+    import torch
+    from torch import nn
+
+    from nasforge.training import Callback, Engine, TrainConfig, seeded_module
+
+    gen = torch.Generator().manual_seed(0)  # generated data: 2 classes, linearly separable-ish
+    x = torch.randn(96, 8, generator=gen)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    data, val = (x[:64], y[:64]), (x[64:], y[64:])
+
+    class Crash(Callback):
+        def __init__(self, at=None):
+            self.at = at
+
+        def on_epoch_end(self, engine, logs):
+            if engine.epoch == self.at:
+                raise KeyboardInterrupt
+
+    def train(store, crash_at=None):
+        model = seeded_module(lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2),
+                                                    nn.Linear(16, 2)), 1)
+        ctx = make_ctx(store)
+        ctx.method_name = "tiny_oneshot"
+        engine = Engine(model, TrainConfig(epochs=5, batch_size=16, lr=1e-2), seed=3,
+                        callbacks=[Crash(crash_at)])
+        result = ctx.train(engine, data, val, extra=lambda: {"note": engine.epoch})
+        return model, result
+
+    full_model, full = train(Store())
+    store = Store(tmp_path / "run.db")
+    with pytest.raises(KeyboardInterrupt):
+        train(store, crash_at=3)  # the crash comes before epoch 3's checkpoint
+    step, state = store.latest_checkpoint("tiny_oneshot")
+    assert step == 2 and state["state"]["note"] == 2 and "engine" in state["state"]
+    model, resumed = train(store)
+    assert resumed.curves["val_acc"] == full.curves["val_acc"]
+    for a, b in zip(model.state_dict().values(), full_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert store.latest_checkpoint("tiny_oneshot")[0] == 5

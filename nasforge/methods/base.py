@@ -63,6 +63,7 @@ from ..errors import RunError
 from ..run.executors import Executor, Job, LocalExecutor
 from ..run.loop import Budget, Search, TrialCallback
 from ..run.store import Store
+from ..training import Callback
 
 
 class Method(abc.ABC):
@@ -274,10 +275,43 @@ class MethodContext:
 
         return fit(model, train, val, config, **kwargs)
 
+    def train(self, engine: Any, train: Any, val: Any = None, *, key: str = "engine",
+              extra: Callable[[], dict[str, Any]] | None = None, **fit_kwargs: Any) -> Any:
+        """Fit a ``training.Engine`` with its whole state checkpointed in the store after every
+        epoch (this method's checkpoint, step = epoch, entry ``key``, plus what ``extra()``
+        returns), resuming from the newest such checkpoint: after ``kill -9`` the finished
+        training equals an uninterrupted one (weights, optimizers, curves, callbacks' state).
+
+        Give the engine every callback before calling (the checkpoint holds their states).
+        Steps after training (deriving, recording) should save with steps above the epochs.
+        """
+        saver = _StoreEpochs(self, key, extra)
+        engine.callbacks.append(saver)
+        try:
+            loaded = self.load_state()
+            if loaded is not None and key in loaded[1]:
+                engine.load_state_dict(loaded[1][key], n_train=int(train[0].shape[0]))
+            return engine.fit(train, val, **fit_kwargs)
+        finally:
+            engine.callbacks.remove(saver)
+
     def close(self) -> None:
         if self._started:
             self.executor.close()
             self._started = False
+
+
+class _StoreEpochs(Callback):
+    """Engine callback (last in the list): the engine's state into the store after each epoch."""
+
+    def __init__(self, ctx: MethodContext, key: str, extra: Callable[[], dict[str, Any]] | None):
+        self.ctx, self.key, self.extra = ctx, key, extra
+
+    def on_epoch_end(self, engine: Any, logs: dict[str, float]) -> None:
+        state = {self.key: engine.state_dict()}
+        if self.extra is not None:
+            state.update(self.extra())
+        self.ctx.save_state(engine.epoch, state)
 
 
 def run_method(method: Method, ctx: MethodContext) -> list[Trial]:

@@ -5,9 +5,8 @@ Small-budget evaluations (few epochs) rank architectures noisily; successive hal
 look best. Here:
 
 1. **Search phase** (rung 0): the ``multitrial`` loop with the run's strategy, evaluator and
-   budget, exactly as ``method: multitrial`` would run it (same trials, same checkpoints; so
-   ``--resume RUN --method sequential_halving`` on a finished multitrial run re-evaluates its
-   best trials without searching again).
+   budget, exactly as ``method: multitrial`` would run it (same trials, same seeds, same
+   checkpoints): trials ``0 .. budget-1``.
 2. **Rungs** 1, 2, ...: the ``top_k`` best distinct architectures of the search (by the
    objective; ties broken by fewer parameters, then earlier trial) are evaluated again with the
    evaluator's ``resource`` option (default ``epochs``) multiplied by ``eta`` per rung; the best

@@ -1,0 +1,121 @@
+"""Methods and workers through the CLI, as subprocesses: sequential halving end to end with
+kill -9 and resume; a search with --workers 2 killed with kill -9 leaves no orphan process and
+resumes without losing or repeating a finished trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# tiny networks (one or two 8-channel layers, digits, 1 epoch) so each trial takes a moment
+TINY = ["-o", "space.features=[8]", "-o", "space.kernels=[3]", "-o", "space.min_conv=1",
+        "-o", "space.max_conv=2", "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false",
+        "--quiet"]
+ENV = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+
+
+def nasforge(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def rows(run_dir: Path) -> list[tuple]:
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return con.execute("SELECT id, arch, status, metrics, seed, info FROM trials ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def start_and_kill(args: list[str], cwd: Path, run_dir: Path, min_rows: int) -> tuple[int, list[tuple]]:
+    """Start a search, kill -9 it once ``min_rows`` trials are stored; returns (pid, rows)."""
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if (run_dir / "run.db").exists() and len(rows(run_dir)) >= min_rows:
+                break
+        except sqlite3.OperationalError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"search ended before it could be killed: {proc.stderr.read()}")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.pid, rows(run_dir)
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes whose parent chain (as of now) or session leads back to ``pid``'s session."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, session = fields[0], int(fields[3])  # stat fields 3 (state) and 6 (session)
+        if session == pid and int(entry.name) != pid and state != "Z":
+            out.add(int(entry.name))
+    return out
+
+
+@pytest.mark.slow
+def test_sequential_halving_cli_kill_9_resume_and_reports(tmp_path):
+    args = ["search", "--method", "sequential_halving", "--budget", "4", "--seed", "5",
+            "-o", "method.top_k=2", *TINY]
+    nasforge(*args, "--out", "full", cwd=tmp_path)
+    full = rows(tmp_path / "full")
+    # 4 search trials, 2 at 2 epochs, 1 at 4 epochs
+    assert [json.loads(r[5]).get("rung") for r in full] == [None] * 4 + [1, 1, 2]
+    assert [json.loads(r[5]).get("epochs") for r in full[4:]] == [2, 2, 4]
+
+    _, before = start_and_kill([*args, "--out", "killed"], tmp_path, tmp_path / "killed", 5)
+    assert 5 <= len(before) < 7
+    bad = nasforge("search", "--resume", "killed", "-o", "method.top_k=3", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "method_options" in bad.stderr and "Traceback" not in bad.stderr
+    nasforge("search", "--resume", "killed", "--quiet", cwd=tmp_path)
+    resumed = rows(tmp_path / "killed")
+    assert resumed[:len(before)] == before  # nothing finished was lost or redone
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in resumed] == [(r[0], r[1], r[2], r[4], r[5]) for r in full]
+    assert [json.loads(r[3])["val_acc"] for r in resumed] == [json.loads(r[3])["val_acc"] for r in full]
+
+    # the rung trials are trials like any other: trials --json, trials.csv, report, best/
+    run = tmp_path / "killed"
+    listed = json.loads(nasforge("trials", str(run), "--json", cwd=tmp_path).stdout)
+    assert [r["info"].get("rung") for r in listed] == [None] * 4 + [1, 1, 2]
+    assert len((run / "trials.csv").read_text().strip().splitlines()) == 1 + 7
+    nasforge("report", str(run), cwd=tmp_path)
+    assert "Leaderboard" in (run / "report.html").read_text()
+    best = json.loads((run / "best" / "metrics.json").read_text())
+    top = max(resumed, key=lambda r: json.loads(r[3])["val_acc"])
+    assert json.loads(r"%s" % top[3])["val_acc"] == best["metrics"]["val_acc"]
+
+
+@pytest.mark.slow
+def test_workers_die_with_the_driver_and_async_resume(tmp_path):
+    args = ["search", "--budget", "8", "--seed", "2", "--workers", "2", *TINY, "--out", "w2"]
+    pid, before = start_and_kill(args, tmp_path, tmp_path / "w2", 2)
+    # the workers (and the multiprocessing resource tracker) leave within a few seconds
+    deadline = time.time() + 5
+    while descendants(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not descendants(pid), f"orphans of the killed search: {descendants(pid)}"
+    nasforge("search", "--resume", "w2", "--quiet", cwd=tmp_path)
+    after = rows(tmp_path / "w2")
+    assert [r[0] for r in after] == list(range(8))  # every trial once
+    assert [r for r in after if r[0] in {b[0] for b in before}] == before  # finished: untouched
