@@ -215,7 +215,10 @@ class Store:
         store.problems = list(health.problems)
         store.lost_trials = []
         store.maybe_more_lost = False
-        store.conn, store._tmp = _connect_readonly(Path(path), health.header_damaged)
+        try:
+            store.conn, store._tmp = _connect_readonly(Path(path), health.header_damaged)
+        except sqlite3.DatabaseError as exc:  # damaged beyond opening: nothing can be read
+            raise RunError(damaged_message(path, [*health.problems, str(exc)])) from None
         if store.problems:
             store.conn.text_factory = bytes  # garbled text must not stop the other rows
         return store
