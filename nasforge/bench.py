@@ -1,7 +1,10 @@
 """Honest comparisons: strategies x seeds on one space and evaluator, with regret curves.
 
 Each (strategy, seed) pair is one ordinary ``Search`` (the same loop as ``nasforge search``)
-with an in-memory store; pairs run in parallel over worker processes. Outputs in ``out``:
+with an in-memory store; pairs run in parallel over worker processes. Evaluators that train
+networks (``train``, ``deep_prior``) need ``task``: it is loaded once per process and passed to
+every search (its split comes from the task's ``split_seed``, so every seed is measured on the
+same test set); a lookup evaluator (``table``) needs none. Outputs in ``out``:
 
 - ``summary.csv``: strategy, seed, evaluations, best_search_metric, best_report_metric (the
   report metric of the architecture with the best search metric);
@@ -30,6 +33,7 @@ import numpy as np
 from . import registry
 from .core import Objective
 from .config import available_cores, check_seed
+from .data import load_task
 from .errors import ConfigError
 from .run.loop import Budget, Search
 from .run.rundir import build_space
@@ -55,6 +59,8 @@ class BenchConfig:
     mode: str = "max"
     workers: int = 2
     first_seed: int = 0
+    task: str | None = None  # needed by evaluators that train (Evaluator.needs_task)
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def evaluator_name_and_options(self) -> tuple[str, dict[str, Any]]:
         name, _, arg = self.evaluator.partition(":")
@@ -70,17 +76,20 @@ class BenchConfig:
         return name, opts
 
 
-def _components(cfg: BenchConfig) -> tuple[Any, Any]:
-    space = build_space(cfg.space, cfg.space_options, None)
+def _components(cfg: BenchConfig) -> tuple[Any, Any, Any]:
     name, opts = cfg.evaluator_name_and_options()
     evaluator = registry.create("evaluators", name, **opts)
-    if hasattr(evaluator, "validate"):
-        evaluator.validate(space)
-    return space, evaluator
+    if evaluator.needs_task and cfg.task is None:
+        raise ConfigError(f"evaluator {name!r} trains networks and needs a task; give --task "
+                          f"(e.g. --task digits)")
+    task = None if cfg.task is None else load_task(cfg.task, **cfg.task_options)
+    space = build_space(cfg.space, cfg.space_options, task)
+    evaluator.validate(space)
+    return space, evaluator, task
 
 
-def validate(cfg: BenchConfig) -> tuple[Any, Any]:
-    """Refuse bad input before any work starts; returns the space and evaluator."""
+def validate(cfg: BenchConfig) -> tuple[Any, Any, Any]:
+    """Refuse bad input before any work starts; returns the space, evaluator and task."""
     if not cfg.strategies:
         raise ConfigError("--strategies is empty; name at least one, e.g. random,evolution")
     unknown = [s for s in cfg.strategies if s not in registry.available("strategies")]
@@ -113,21 +122,22 @@ def validate(cfg: BenchConfig) -> tuple[Any, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init(cfg: BenchConfig) -> None:
+def _init(cfg: BenchConfig, components: tuple[Any, Any, Any] | None = None) -> None:
+    """Set up this process for ``run_one``: the components are built (the task loaded) once."""
     import torch
 
     torch.set_num_threads(1)
     _WORKER["cfg"] = cfg
-    _WORKER["space"], _WORKER["evaluator"] = _components(cfg)
+    _WORKER["space"], _WORKER["evaluator"], _WORKER["task"] = components or _components(cfg)
 
 
 def run_one(strategy: str, seed: int) -> dict[str, Any]:
     """One search; returns its per-evaluation search and report metric values."""
     cfg: BenchConfig = _WORKER["cfg"]
-    space, evaluator = _WORKER["space"], _WORKER["evaluator"]
+    space, evaluator, task = _WORKER["space"], _WORKER["evaluator"], _WORKER["task"]
     strat = registry.create("strategies", strategy, seed=seed, **cfg.strategy_options.get(strategy, {}))
     objective = Objective(cfg.search_metric, cfg.mode)  # type: ignore[arg-type]
-    search = Search(space=space, strategy=strat, evaluator=evaluator, task=None,
+    search = Search(space=space, strategy=strat, evaluator=evaluator, task=task,
                     objective=objective, seed=seed, store=Store(":memory:"))
     t0 = time.perf_counter()
     trials = search.run(Budget(trials=cfg.budget, cost=cfg.cost_budget))
@@ -183,7 +193,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None,
 
     ``note(text)`` receives one line per value that was capped (see :func:`cap`).
     """
-    space, evaluator = validate(cfg)
+    components = validate(cfg)
+    evaluator = components[1]
     cfg, notes = cap(cfg, evaluator)
     for line in notes:
         if note:
@@ -197,7 +208,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None,
     results: dict[tuple[str, int], dict[str, Any]] = {}
     t0 = time.perf_counter()
     if cfg.workers <= 1:
-        _init(cfg)
+        _init(cfg, components)
         for s, seed in jobs:
             results[(s, seed)] = run_one(s, seed)
             if progress:
@@ -212,9 +223,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None,
                     progress(len(results), len(jobs))
     wall = time.perf_counter() - t0
 
-    optimum = None
-    if hasattr(evaluator, "optimum"):
-        optimum = evaluator.optimum(cfg.search_metric, cfg.mode)
+    optimum = evaluator.optimum(cfg.search_metric, cfg.mode)
     summary_rows, curve_rows = [], []
     curves: dict[str, list[list[float]]] = {s: [] for s in cfg.strategies}
     for s, seed in jobs:

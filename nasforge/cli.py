@@ -103,7 +103,7 @@ def search(
     budget: Optional[int] = typer.Option(None, help="number of trials"),
     time_budget: Optional[float] = typer.Option(None, help="minutes of search"),
     workers: Optional[int] = typer.Option(None, help="parallel evaluations (process pool when > 1)"),
-    seed: Optional[int] = typer.Option(None, help="seed of sampling, initialisation and data split",
+    seed: Optional[int] = typer.Option(None, help="seed of sampling and initialisation (split: -o task.split_seed=N)",
                                        callback=_check_seed),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
@@ -212,7 +212,7 @@ def train(
     arch: str = typer.Argument(..., help="architecture text, e.g. a DP-NAS net string"),
     task: str = typer.Option("digits", help="task name"),
     space: str = typer.Option("chain", help="space that parses the architecture"),
-    seed: int = typer.Option(0, help="seed of initialisation and data split", callback=_check_seed),
+    seed: int = typer.Option(0, help="seed of initialisation (split: -o task.split_seed=N)", callback=_check_seed),
     epochs: Optional[int] = typer.Option(None, help="training epochs (evaluator default if unset)"),
     evaluator: str = typer.Option("train", help="evaluator"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
@@ -313,6 +313,7 @@ def report(run_dir: Path = typer.Argument(..., help="run directory"),
 def bench(
     space: str = typer.Option(..., help="search space (e.g. nb201)"),
     evaluator: str = typer.Option(..., help="evaluator, e.g. table:PATH"),
+    task: Optional[str] = typer.Option(None, help="task for evaluators that train (train, deep_prior)"),
     search_metric: str = typer.Option(..., help="metric the strategies optimise"),
     report_metric: Optional[str] = typer.Option(None, help="metric reported for the best arch"),
     strategies: str = typer.Option("random,evolution,reinforce,local", help="comma-separated"),
@@ -324,7 +325,8 @@ def bench(
     mode: str = typer.Option("max", help="max or min the search metric"),
     out: Path = typer.Option(..., help="output directory"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
-                                               help="space.NAME=V, evaluator.NAME=V or STRATEGY.NAME=V"),
+                                               help="task.NAME=V, space.NAME=V, evaluator.NAME=V or "
+                                                    "STRATEGY.NAME=V"),
 ) -> None:
     """Compare strategies over many seeds with regret curves and confidence intervals."""
     from .bench import BenchConfig, run_bench
@@ -333,6 +335,7 @@ def bench(
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     if budget is None and cost_budget is None:
         budget = 100
+    task_opts: dict[str, Any] = {}
     space_opts: dict[str, Any] = {}
     ev_opts: dict[str, Any] = {}
     strat_opts: dict[str, dict[str, Any]] = {}
@@ -342,20 +345,24 @@ def bench(
         if not sep or not dot or not name:
             raise ConfigError(f"option {item!r} must look like GROUP.NAME=VALUE")
         value = yaml.safe_load(raw)
-        if group == "space":
+        if group == "task":
+            task_opts[name] = value
+        elif group == "space":
             space_opts[name] = value
         elif group == "evaluator":
             ev_opts[name] = value
         elif group in names:
             strat_opts.setdefault(group, {})[name] = value
         else:
-            raise ConfigError(f"option {item!r}: group {group!r} is neither space, evaluator nor "
-                              f"one of the strategies ({', '.join(names)})")
+            raise ConfigError(f"option {item!r}: group {group!r} is neither task, space, evaluator "
+                              f"nor one of the strategies ({', '.join(names)})")
+    if task_opts and task is None:
+        raise ConfigError(f"task options {', '.join(task_opts)} given without --task")
     cfg = BenchConfig(space=space, evaluator=evaluator, search_metric=search_metric,
                       report_metric=report_metric, strategies=names, seeds=seeds, budget=budget,
                       cost_budget=cost_budget, cost_column=cost_column, space_options=space_opts,
                       evaluator_options=ev_opts, strategy_options=strat_opts, mode=mode,
-                      workers=workers)
+                      workers=workers, task=task, task_options=task_opts)
     res = run_bench(cfg, out, progress=lambda done, total: console.print(
         f"\r{done}/{total} searches", end="") if console.is_terminal else None,
         note=lambda line: console.print(line, highlight=False, soft_wrap=True))
@@ -426,9 +433,22 @@ def _disk_full(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _show_library_notes() -> None:
+    """The library's INFO lines (how a schedule was sized, what is downloaded) go to stderr."""
+    import logging
+
+    logger = logging.getLogger("nasforge")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
     _warnings_as_lines()
+    _show_library_notes()
     try:
         app()
     except NasforgeError as exc:

@@ -231,6 +231,15 @@ class SearchSpace(abc.ABC):
 
         return sequential_features(self).graph(self.to_decisions(arch))
 
+    # -- optional hooks ---------------------------------------------------------------------------
+    def neighbours(self, arch: Architecture) -> list[Architecture] | None:
+        """Every architecture one edit away from ``arch``, or None if the space cannot list them.
+
+        Local search evaluates the whole list when there is one (NAS-Bench-201: every cell with
+        one operation changed); otherwise it draws neighbours with ``mutate``.
+        """
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # Trials and evaluators
@@ -308,6 +317,10 @@ class Evaluator(abc.ABC):
 
     name: str = "evaluator"
 
+    #: whether ``evaluate`` needs a ``Task`` (False for lookups such as tabular benchmarks, which
+    #: are called with ``task=None``); callers without a task refuse evaluators that need one
+    needs_task: bool = True
+
     @abc.abstractmethod
     def evaluate(self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int,
                  workdir: Path | None = None) -> TrialResult: ...
@@ -318,6 +331,17 @@ class Evaluator(abc.ABC):
         A run checks its objectives and constraints against them before any work
         (``check_metrics``); with None it checks after the first successful trial.
         """
+        return None
+
+    # -- optional hooks ---------------------------------------------------------------------------
+    def validate(self, space: SearchSpace) -> None:
+        """Refuse, before any work, a space this evaluator cannot score (raise a ``NasforgeError``
+        naming the problem); the default accepts every space."""
+        return None
+
+    def optimum(self, metric: str, mode: str = "max") -> float | None:
+        """The best value of ``metric`` any architecture can reach, if the evaluator knows it
+        (a tabular benchmark does; regret curves use it), else None."""
         return None
 
 
@@ -689,6 +713,17 @@ class Strategy(abc.ABC):
 
     def info(self) -> dict[str, Any]:
         return {}
+
+    # -- optional hooks (a run calls them; the defaults write nothing) ----------------------------
+    def write_csv(self, directory: str | Path) -> None:
+        """Write the strategy's own human-readable files (e.g. a Q table) into the run directory
+        ``directory``; called after every batch of trials. Default: nothing."""
+        return None
+
+    def write_plots(self, rows: Sequence[dict[str, Any]], plots_dir: Path) -> list[Path]:
+        """Write the strategy's own plots of the run's trial ``rows`` into ``plots_dir`` when the
+        run refreshes its plots; returns the files written. Default: none."""
+        return []
 
     def reward(self, trial: Trial) -> float | None:
         """The trial's score, larger is better; None for failed trials and broken constraints.

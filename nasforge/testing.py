@@ -95,6 +95,7 @@ class FunctionalEvaluator(Evaluator):
     """Scores an architecture with ``toy_score``; optional failures, delay and a model artifact."""
 
     name = "functional"
+    needs_task = False  # scores the architecture's text only
 
     def __init__(self, fail_if_contains: str | None = None, delay: float = 0.0,
                  save_model: bool = False):

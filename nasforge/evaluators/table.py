@@ -100,6 +100,7 @@ class TableEvaluator(Evaluator):
     """
 
     name = "table"
+    needs_task = False  # a lookup: called with task=None by benches
 
     def __init__(self, *, path: str, search_metric: str, report_metric: str | None = None,
                  noise: float = 0.0, cost_column: str | None = None, space: str | None = None,

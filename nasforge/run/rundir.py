@@ -58,8 +58,7 @@ def build_components(cfg: RunConfig) -> dict[str, Any]:
     strategy = registry.create("strategies", cfg.strategy, **strategy_opts)
     ev_name, ev_opts = cfg.evaluator_name_and_options()
     evaluator = registry.create("evaluators", ev_name, **ev_opts)
-    if hasattr(evaluator, "validate"):
-        evaluator.validate(space)
+    evaluator.validate(space)
     method = registry.create("methods", cfg.method, **cfg.method_options)
     objectives = cfg.objectives()
     check_metrics(objectives, evaluator)
@@ -165,9 +164,7 @@ class Run:
         self._best.add(trial)
 
     def _on_batch(self, search: Search) -> None:
-        writer = getattr(search.strategy, "write_csv", None)
-        if callable(writer):
-            writer(self.dir)
+        search.strategy.write_csv(self.dir)
         self.refresh()
 
     def refresh(self, force: bool = False) -> None:
@@ -183,9 +180,7 @@ class Run:
         write_trials_csv(rows, self.objectives, self.dir / "trials.csv")
         if rows:
             write_plots(rows, self.objectives, self.dir / "plots")
-            extra = getattr(self.components["strategy"], "write_plots", None)
-            if callable(extra):
-                extra(rows, self.dir / "plots")
+            self.components["strategy"].write_plots(rows, self.dir / "plots")
         write_html(self.dir, rows, self.objectives, self.config.resolved())
         self._refresh_took = time.monotonic() - now
 

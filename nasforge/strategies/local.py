@@ -107,8 +107,8 @@ class LocalSearch(Strategy):
         space = self._require_space()
         arch = self._arch(text)
         self.current, self.starts = text, []
-        if hasattr(space, "neighbours"):
-            listed = list(space.neighbours(arch))  # type: ignore[attr-defined]
+        listed = space.neighbours(arch)
+        if listed is not None:
             for a in listed:
                 self._archs.setdefault(str(a), a)
             found = [str(listed[i]) for i in self.rng.permutation(len(listed))]
