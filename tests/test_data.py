@@ -107,12 +107,19 @@ def test_digits_task_shape_split_and_normalisation():
     assert torch.bincount(task.test[1]).min() >= 34  # stratified: every class ~20%
 
 
-def test_split_is_deterministic_per_seed():
-    a, b, c = load_task("digits", seed=5), load_task("digits", seed=5), load_task("digits", seed=6)
+def test_split_depends_on_split_seed_not_run_seed():
+    # two run seeds: the same train / val / test examples (results of seeds are comparable)
+    a, b = load_task("digits", seed=5), load_task("digits", seed=6)
     for split in ("train", "val", "test"):
         assert torch.equal(a.split(split)[0], b.split(split)[0])
         assert torch.equal(a.split(split)[1], b.split(split)[1])
+    # another split_seed: another split, as deterministic as the first
+    c, d = load_task("digits", split_seed=1), load_task("digits", seed=9, split_seed=1)
     assert not torch.equal(a.test[0], c.test[0])
+    assert torch.equal(c.test[0], d.test[0]) and c.meta["split_seed"] == 1
+    # the cap on the training split follows split_seed too
+    assert torch.equal(load_task("digits", seed=1, limit=50).train[0],
+                       load_task("digits", seed=2, limit=50).train[0])
 
 
 def test_splits_are_disjoint_and_cover_the_data(tmp_path):
@@ -143,7 +150,7 @@ def test_normalisation_is_per_channel_with_train_statistics():
     x = rng.normal(size=(200, 2, 16)) * np.array([2.0, 0.5])[None, :, None] \
         + np.array([10.0, -5.0])[None, :, None]
     y = np.arange(200) % 4
-    task = make_task("t", "series", x, y, x[:20] + 100, y[:20], seed=0, val_fraction=0.25)
+    task = make_task("t", "series", x, y, x[:20] + 100, y[:20], split_seed=0, val_fraction=0.25)
     assert np.allclose(task.meta["mean"], [10, -5], atol=0.4)
     assert np.allclose(task.meta["std"], [2, 0.5], atol=0.15)
     xt = task.train[0]

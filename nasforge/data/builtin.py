@@ -1,8 +1,10 @@
 """Built-in tasks: digits, MNIST-1D, MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, ``.npz`` arrays.
 
 Every loader reads its data into numpy arrays and goes through ``prep.make_task``, so all tasks
-are split (stratified, from the seed), capped (``limit``) and normalised (per channel, train-split
-statistics in ``task.meta``) the same way. File-based loaders read the standard files from
+are split (stratified, from ``split_seed``), capped (``limit``) and normalised (per channel,
+train-split statistics in ``task.meta``) the same way. The split depends on ``split_seed`` only
+(default 0), never on the run ``seed`` every loader also receives: runs with different seeds are
+measured on the same validation and test examples. File-based loaders read the standard files from
 ``root`` and only touch the network with ``download=True``.
 """
 
@@ -44,7 +46,7 @@ def default_data_dir() -> Path:
 
 
 @register("tasks", "digits")
-def digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+def digits(seed: int = 0, split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
            limit: int | None = None) -> Task:
     """scikit-learn's 8x8 digits (1,797 images, shipped with sklearn): the embedded default task.
 
@@ -54,18 +56,18 @@ def digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
 
     data = load_digits()
     x = data.images.reshape(-1, 1, 8, 8)
-    return make_task("digits", "image", x, data.target, seed=seed, val_fraction=val_fraction,
-                     test_fraction=test_fraction, limit=limit, scale=1 / 16,
+    return make_task("digits", "image", x, data.target, split_seed=split_seed,
+                     val_fraction=val_fraction, test_fraction=test_fraction, limit=limit, scale=1 / 16,
                      num_classes=10, class_names=DIGIT_CLASSES, meta={"source": "sklearn"})
 
 
 @register("tasks", "mnist1d")
-def mnist1d(seed: int = 0, num_samples: int = 5000, data_seed: int = 42,
+def mnist1d(seed: int = 0, split_seed: int = 0, num_samples: int = 5000, data_seed: int = 42,
             val_fraction: float = 0.1, limit: int | None = None, root: str | None = None) -> Task:
     """MNIST-1D (Greydanus 2020): 40-step series of 10 digit templates, generated offline.
 
     ``data_seed`` fixes the generated examples (42 is the package's default); the package's
-    own 80/20 split is the test split and ``seed`` carves val from the training part. With
+    own 80/20 split is the test split and ``split_seed`` carves val from the training part. With
     ``root``, the generated arrays are cached there as an ``.npz``; without, nothing is written.
     """
     if num_samples < 100:
@@ -83,7 +85,7 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, data_seed: int = 42,
             np.savez(buf, **arrays)
             atomic_write(cache, buf.getvalue())
     return make_task("mnist1d", "series", arrays["x"][:, None, :], arrays["y"],
-                     arrays["x_test"][:, None, :], arrays["y_test"], seed=seed,
+                     arrays["x_test"][:, None, :], arrays["y_test"], split_seed=split_seed,
                      val_fraction=val_fraction, limit=limit, num_classes=10,
                      class_names=DIGIT_CLASSES,
                      meta={"source": "mnist1d", "num_samples": num_samples,
@@ -134,7 +136,7 @@ def _global_rngs_restored() -> Iterator[None]:
 
 
 @register("tasks", "mnist")
-def mnist(seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
+def mnist(seed: int = 0, split_seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
           limit: int | None = None, download: bool = False, mirror: str | None = None,
           checksums: dict[str, str] | None = None) -> Task:
     """MNIST from the four IDX files (raw or ``.gz``) in ``root`` or ``root/MNIST/raw``.
@@ -143,22 +145,22 @@ def mnist(seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
     as val. ``download=True`` fetches missing files into ``root`` (from ``mirror`` if given),
     each verified against its published sha256 (or ``checksums``: file name -> sha256).
     """
-    return _idx_task("mnist", "MNIST", DIGIT_CLASSES, seed=seed, root=root,
+    return _idx_task("mnist", "MNIST", DIGIT_CLASSES, split_seed=split_seed, root=root,
                      val_fraction=val_fraction, limit=limit, download=download, mirror=mirror,
                      checksums=checksums)
 
 
 @register("tasks", "fashion-mnist")
-def fashion_mnist(seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
-                  limit: int | None = None, download: bool = False, mirror: str | None = None,
+def fashion_mnist(seed: int = 0, split_seed: int = 0, root: str | None = None,
+                  val_fraction: float = 0.1, limit: int | None = None, download: bool = False, mirror: str | None = None,
                   checksums: dict[str, str] | None = None) -> Task:
     """Fashion-MNIST from the IDX files in ``root`` or ``root/FashionMNIST/raw``; as ``mnist``."""
-    return _idx_task("fashion-mnist", "FashionMNIST", FASHION_CLASSES, seed=seed, root=root,
-                     val_fraction=val_fraction, limit=limit, download=download, mirror=mirror,
+    return _idx_task("fashion-mnist", "FashionMNIST", FASHION_CLASSES, split_seed=split_seed,
+                     root=root, val_fraction=val_fraction, limit=limit, download=download, mirror=mirror,
                      checksums=checksums)
 
 
-def _idx_task(name: str, subdir: str, class_names: list[str], *, seed: int, root: str | None,
+def _idx_task(name: str, subdir: str, class_names: list[str], *, split_seed: int, root: str | None,
               val_fraction: float, limit: int | None, download: bool, mirror: str | None,
               checksums: dict[str, str] | None) -> Task:
     home = Path(root).expanduser() if root is not None else default_data_dir() / subdir / "raw"
@@ -181,7 +183,7 @@ def _idx_task(name: str, subdir: str, class_names: list[str], *, seed: int, root
                 raise DataError(f"{files[labels]} holds a {y.dtype} array {y.shape}; expected "
                                 f"uint8 labels ({len(x)},), one per image in {files[images]}")
             splits += [x[:, None], y]
-        return make_task(name, "image", *splits, seed=seed, val_fraction=val_fraction,
+        return make_task(name, "image", *splits, split_seed=split_seed, val_fraction=val_fraction,
                          limit=limit, scale=1 / 255, num_classes=len(class_names),
                          class_names=class_names,
                          meta={"source": str(files[IDX_FILES[0]].parent)})
@@ -192,7 +194,7 @@ def _idx_task(name: str, subdir: str, class_names: list[str], *, seed: int, root
 
 
 @register("tasks", "cifar10")
-def cifar10(seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
+def cifar10(seed: int = 0, split_seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
             limit: int | None = None, download: bool = False, mirror: str | None = None,
             checksums: dict[str, str] | None = None) -> Task:
     """CIFAR-10 from the python batches (data_batch_1..5, test_batch) in ``root`` or
@@ -200,13 +202,13 @@ def cifar10(seed: int = 0, root: str | None = None, val_fraction: float = 0.1,
     train = [f"data_batch_{i}" for i in range(1, 6)]
     return _cifar_task("cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz", train,
                        "test_batch", b"labels", ("batches.meta", b"label_names"), 10,
-                       seed=seed, root=root, val_fraction=val_fraction, limit=limit,
+                       split_seed=split_seed, root=root, val_fraction=val_fraction, limit=limit,
                        download=download, mirror=mirror, checksums=checksums)
 
 
 @register("tasks", "cifar100")
-def cifar100(seed: int = 0, root: str | None = None, label_kind: Literal["fine", "coarse"] = "fine",
-             val_fraction: float = 0.1, limit: int | None = None, download: bool = False,
+def cifar100(seed: int = 0, split_seed: int = 0, root: str | None = None,
+             label_kind: Literal["fine", "coarse"] = "fine", val_fraction: float = 0.1, limit: int | None = None, download: bool = False,
              mirror: str | None = None, checksums: dict[str, str] | None = None) -> Task:
     """CIFAR-100 from the python files (train, test) in ``root`` or ``root/cifar-100-python``;
     ``label_kind`` picks the 100 fine or the 20 coarse classes."""
@@ -215,13 +217,13 @@ def cifar100(seed: int = 0, root: str | None = None, label_kind: Literal["fine",
     key = f"{label_kind}_labels".encode()
     return _cifar_task("cifar100", "cifar-100-python", "cifar-100-python.tar.gz", ["train"],
                        "test", key, ("meta", f"{label_kind}_label_names".encode()),
-                       100 if label_kind == "fine" else 20, seed=seed, root=root,
+                       100 if label_kind == "fine" else 20, split_seed=split_seed, root=root,
                        val_fraction=val_fraction, limit=limit, download=download, mirror=mirror,
                        checksums=checksums, meta={"label_kind": label_kind})
 
 
 def _cifar_task(name: str, folder: str, archive: str, train: list[str], test: str,
-                label_key: bytes, names: tuple[str, bytes], num_classes: int, *, seed: int,
+                label_key: bytes, names: tuple[str, bytes], num_classes: int, *, split_seed: int,
                 root: str | None, val_fraction: float, limit: int | None, download: bool,
                 mirror: str | None, checksums: dict[str, str] | None,
                 meta: dict | None = None) -> Task:
@@ -240,8 +242,8 @@ def _cifar_task(name: str, folder: str, archive: str, train: list[str], test: st
         x_test, y_test = read_cifar_batch(files[test], label_key)
         source = files[test].parent
         return make_task(name, "image", np.concatenate([p[0] for p in parts]),
-                         np.concatenate([p[1] for p in parts]), x_test, y_test, seed=seed,
-                         val_fraction=val_fraction, limit=limit, scale=1 / 255,
+                         np.concatenate([p[1] for p in parts]), x_test, y_test,
+                         split_seed=split_seed, val_fraction=val_fraction, limit=limit, scale=1 / 255,
                          num_classes=num_classes,
                          class_names=read_cifar_names(source / names[0], names[1]),
                          meta={"source": str(source), **(meta or {})})
@@ -252,7 +254,7 @@ def _cifar_task(name: str, folder: str, archive: str, train: list[str], test: st
 
 
 @register("tasks", "arrays")
-def arrays(seed: int = 0, path: str | None = None,
+def arrays(seed: int = 0, split_seed: int = 0, path: str | None = None,
            kind: Literal["auto", "image", "series"] = "auto", val_fraction: float = 0.1,
            limit: int | None = None) -> Task:
     """Your own data: an ``.npz`` with x_train, y_train, x_test, y_test.
@@ -283,8 +285,8 @@ def arrays(seed: int = 0, path: str | None = None,
                         f"x_test examples {data['x_test'].shape[1:]}; expected the same")
     y_train, y_test, classes = _class_indices(file, data["y_train"], data["y_test"],
                                               len(xs["train"]), len(xs["test"]))
-    return make_task("arrays", task_kind, xs["train"], y_train, xs["test"], y_test, seed=seed,
-                     val_fraction=val_fraction, limit=limit, num_classes=len(classes),
+    return make_task("arrays", task_kind, xs["train"], y_train, xs["test"], y_test,
+                     split_seed=split_seed, val_fraction=val_fraction, limit=limit, num_classes=len(classes),
                      class_names=[str(c) for c in classes],
                      meta={"source": str(file), "layout": layout})
 

@@ -1,4 +1,4 @@
-"""What every loader shares: the seeded stratified split, the train-size cap and normalisation.
+"""What every loader shares: the stratified split (from ``split_seed``), the cap and normalisation.
 
 A loader reads its files into numpy arrays (``x`` channel-first, ``y`` integer labels) and hands
 them to ``make_task``, so every task is split, capped and normalised the same way.
@@ -101,7 +101,7 @@ def check_fraction(loader: str, option: str, value: float) -> None:
 
 def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarray,
               x_test: np.ndarray | None = None, y_test: np.ndarray | None = None, *,
-              seed: int, val_fraction: float, test_fraction: float | None = None,
+              split_seed: int = 0, val_fraction: float, test_fraction: float | None = None,
               limit: int | None = None, scale: float = 1.0, num_classes: int | None = None,
               class_names: list[str] | None = None, meta: dict[str, Any] | None = None) -> Task:
     """Split, cap, scale and normalise arrays into a ``Task``.
@@ -111,7 +111,9 @@ def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarra
     are fractions of all examples; with one, ``val_fraction`` is carved from the training set.
     ``limit`` then caps the training split (stratified); val and test are not capped. Inputs are
     multiplied by ``scale`` (e.g. 1/255 for bytes) and normalised per channel with statistics of
-    the final training split, which ``meta`` records as ``mean`` and ``std``.
+    the final training split, which ``meta`` records as ``mean`` and ``std``. The split and the
+    cap are drawn from ``split_seed`` alone (recorded in ``meta``), so a run's seed never
+    changes which examples are tested.
     """
     check_fraction(name, "val_fraction", val_fraction)
     if limit is not None and limit < 1:
@@ -123,7 +125,7 @@ def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarra
         raise DataError(f"{where}: the training set is empty; expected examples to train on")
     if x_test is not None and y_test is not None and len(y_test) == 0:
         raise DataError(f"{where}: the test split is empty; expected at least one test example")
-    rng = np.random.default_rng(derive_seed(seed, _SPLIT_SALT))
+    rng = np.random.default_rng(derive_seed(split_seed, _SPLIT_SALT))
     n = len(y_train)
     if x_test is None or y_test is None:
         if test_fraction is None:
@@ -166,7 +168,7 @@ def make_task(name: str, kind: TaskKind, x_train: np.ndarray, y_train: np.ndarra
     tensors = {s: (torch.from_numpy(normalise(x, mean, std)), torch.from_numpy(y.astype(np.int64)))
                for s, (x, y) in scaled.items()}
     info = dict(meta or {})
-    info.update(seed=seed, val_fraction=val_fraction, limit=limit,
+    info.update(split_seed=split_seed, val_fraction=val_fraction, limit=limit,
                 mean=[float(v) for v in mean], std=[float(v) for v in std])
     if test_fraction is not None:
         info["test_fraction"] = test_fraction
