@@ -355,7 +355,7 @@ class ChainSpace(SearchSpace):
         large_kernel_stride: int = 2,
         pool_sizes: tuple[int, ...] = (2, 3, 4),
         pool_strides: tuple[int, ...] = (2, 3, 4),
-        min_conv: int = 3,
+        min_conv: int = 2,  # DP-NAS's conv_layer_min_limit
         max_conv: int = 12,
         max_fc: int = 0,
         fc_sizes: tuple[int, ...] = (32, 64, 128),

@@ -5,29 +5,42 @@ An architecture is a path of decisions through ``space.choices``; the state afte
 ``choices`` is empty terminates the path). Paths are sampled epsilon-greedily from a tabular Q
 function. Epsilon follows a schedule of ``[epsilon, count]`` stages (DP-NAS: 1500 random
 architectures, then 100 each at 0.9 ... 0.1, then 3 greedy ones); the position in the schedule
-is the number of architectures asked so far, and once the schedule is exhausted its last
-epsilon is kept. ``schedule_scale`` shrinks (or stretches) every count keeping the shape;
-``"auto"`` sizes the schedule to the run's trial budget at ``setup`` (unscaled without one).
+is the number of architectures sampled so far (repeats included, see below), and once the
+schedule is exhausted its last epsilon is kept. ``schedule_scale`` shrinks (or stretches) every
+count keeping the shape; ``"auto"`` sizes the schedule to the run's trial budget at ``setup``
+(unscaled without one). By default (``schedule_scale=None``) the schedule is sized to the budget
+when the budget would end inside its first stage (DP-NAS's 1500 random architectures: the search
+would be random search under another name), which is logged, and kept as it is otherwise;
+``schedule_scale=1`` keeps DP-NAS's absolute counts whatever the budget.
 
-After each told trial its path and reward go into a replay buffer; ``replay_number`` entries
-are then drawn from the buffer (with replacement) and each path is updated backwards with
+After each told trial its path and reward go into a replay buffer, and the Q table is updated
+with ``replay_number`` paths, as DP-NAS does: the one just added, then ``replay_number - 1``
+drawn uniformly from the buffer (with replacement). Each path is updated backwards with
 
     Q(s, a) <- (1 - lr) Q(s, a) + lr * (r + gamma * max_a' Q(s', a'))
 
 where ``r`` is the reward on the terminating transition and 0 before it, and ``max Q(s', .)`` is
-0 after the terminating one. Q values start at ``initial_q`` (MetaQNN: 0.5). The reward is the
-trial's objective score (larger is better: the value for ``max`` objectives, minus the value for
-``min`` ones); failed or pruned trials, and trials that break a constraint, get ``failed_reward``
+0 after the terminating one. Q values start at ``initial_q`` (DP-NAS: 0.15, its early-stopping
+threshold; MetaQNN used 0.5). The reward (``reward="last_epochs"``, DP-NAS) is the mean of the
+last ``reward_epochs`` (5) per-epoch values of the objective's metric in the trial's ``curves``
+(``val_acc`` per epoch for the ``train`` and ``deep_prior`` evaluators), which is less optimistic
+than the best epoch on a small validation set; a trial without such a curve (a table lookup)
+gives its reported value. ``reward="metric"`` uses the reported value always (for ``val_acc``
+the best epoch's). Either is oriented so that larger is better (negated for ``min``
+objectives); failed or pruned trials, and trials that break a constraint, get ``failed_reward``
 (0 by default, which suits accuracies in [0, 1]). With several objectives the reward is the
 scalarisation ``Objectives.scalar``: a weighted sum of the oriented scores, cost objectives
 (params, flops, latency_ms, train_seconds) taken as log10, weight 1 for the first objective and
-0.05 for each other (max:val_acc with min:params gives ``val_acc - 0.05 * log10(params)``).
+0.05 for each other (max:val_acc with min:params gives ``val_acc - 0.05 * log10(params)``);
+with ``reward="last_epochs"`` the first objective's value is the mean of its last epochs there.
 
-Repeated architectures (``dedupe``, on by default) follow MetaQNN: a sampled path whose
+Repeated architectures (``dedupe``, on by default) follow DP-NAS: a sampled path whose
 architecture was already evaluated is not asked again; its stored reward is added to the replay
-buffer, a replay update is made, and another path is sampled (one already asked but not yet
-told is simply sampled again). Such repeats do not advance the schedule. After ``max_tries``
-repeats in a row (a tiny or exhausted space, or a converged greedy policy) the repeat is asked.
+buffer, a replay update is made, the repeat counts toward the epsilon schedule, and another path
+is sampled (one already asked but not yet told is simply sampled again, without counting). Within
+one ``ask`` the paths are sampled with the epsilon of its start (the one ``info`` reports), so a
+stage boundary crossed by repeats takes effect at the next ``ask``. After ``max_tries`` repeats in
+a row (a tiny or exhausted space, or a converged greedy policy) the repeat is asked.
 
 Files (``write_csv`` / ``load_csv``), human-readable, one header line each:
 
@@ -55,6 +68,8 @@ import os
 from pathlib import Path
 from typing import Any, Hashable, Literal, Sequence
 
+import logging
+
 import numpy as np
 
 from ..core import (Architecture, Decision, Objective, SearchSpace, Strategy, Trial,
@@ -66,6 +81,8 @@ from ..registry import register
 DEFAULT_SCHEDULE: tuple[tuple[float, int], ...] = (
     (1.0, 1500), (0.9, 100), (0.8, 100), (0.7, 100), (0.6, 100), (0.5, 100), (0.4, 100),
     (0.3, 100), (0.2, 100), (0.1, 100), (0.0, 3))
+
+log = logging.getLogger(__name__)
 
 Q_FILE = "q_values.csv"
 REPLAY_FILE = "replay_buffer.csv"
@@ -188,11 +205,13 @@ class QLearning(Strategy):
 
     def __init__(self, *, seed: int = 0,
                  epsilon_schedule: list[list[float]] | None = None,
-                 schedule_scale: float | Literal["auto"] = 1.0,
+                 schedule_scale: float | Literal["auto"] | None = None,
                  replay_number: int = 50,
                  q_learning_rate: float = 0.1,
                  q_discount_factor: float = 1.0,
-                 initial_q: float = 0.5,
+                 initial_q: float = 0.15,
+                 reward: Literal["last_epochs", "metric"] = "last_epochs",
+                 reward_epochs: int = 5,
                  failed_reward: float = 0.0,
                  dedupe: bool = True,
                  max_tries: int = 100,
@@ -202,7 +221,7 @@ class QLearning(Strategy):
         super().__init__(seed=seed)
         self.base_schedule = validate_schedule(
             DEFAULT_SCHEDULE if epsilon_schedule is None else epsilon_schedule)
-        if schedule_scale != "auto":
+        if schedule_scale not in ("auto", None):
             scaled_schedule(self.base_schedule, schedule_scale)  # validates the scale
         self.schedule_scale = schedule_scale
         self.schedule = self._schedule_for(None)
@@ -216,6 +235,11 @@ class QLearning(Strategy):
         for key, value in (("initial_q", initial_q), ("failed_reward", failed_reward)):
             if not math.isfinite(value):
                 raise ConfigError(f"qlearning: {key}={value}; expected a finite number")
+        if reward not in ("last_epochs", "metric"):
+            raise ConfigError(f"qlearning: reward={reward!r}; expected 'last_epochs' (DP-NAS: mean "
+                              f"of the last reward_epochs values) or 'metric' (the reported value)")
+        if reward_epochs < 1:
+            raise ConfigError(f"qlearning: reward_epochs={reward_epochs}; expected an integer >= 1")
         if max_tries < 1:
             raise ConfigError(f"qlearning: max_tries={max_tries}; expected an integer >= 1")
         if start_epsilon is not None and not 0.0 <= start_epsilon <= 1.0:
@@ -229,6 +253,8 @@ class QLearning(Strategy):
         self.lr = q_learning_rate
         self.gamma = q_discount_factor
         self.initial_q = initial_q
+        self.reward_kind = reward
+        self.reward_epochs = reward_epochs
         self.failed_reward = failed_reward
         self.dedupe = dedupe
         self.max_tries = max_tries
@@ -248,6 +274,16 @@ class QLearning(Strategy):
 
     # -- set-up -----------------------------------------------------------------------------------
     def _schedule_for(self, budget: int | None) -> list[tuple[float, int]]:
+        if self.schedule_scale is None:  # size to the budget only if it ends in the first stage
+            first_eps, first_count = self.base_schedule[0]
+            if budget is None or budget > first_count or len(self.base_schedule) == 1:
+                return list(self.base_schedule)
+            sized = schedule_for_budget(self.base_schedule, budget)
+            log.info("qlearning: the budget of %d trials ends inside the schedule's first stage "
+                     "(%d architectures at epsilon %g), so the schedule is sized to the budget: "
+                     "%s (schedule_scale=1 keeps the given counts)", budget, first_count,
+                     first_eps, ", ".join(f"{c} at {e:g}" for e, c in sized))
+            return sized
         if self.schedule_scale == "auto":
             return self.base_schedule if budget is None else schedule_for_budget(self.base_schedule, budget)
         return scaled_schedule(self.base_schedule, self.schedule_scale)
@@ -346,11 +382,29 @@ class QLearning(Strategy):
             next_max = max(values.get(a, self.initial_q) for a in self._options(path[:i]))
 
     def _replay_update(self) -> None:
-        if not self.replay:
+        """DP-NAS's update: the entry just added, then ``replay_number - 1`` random entries."""
+        if not self.replay or self.replay_number < 1:
             return
-        for k in self.rng.integers(len(self.replay), size=self.replay_number):
+        path, reward, _, _ = self.replay[-1]
+        self._update_path(path, reward)
+        for k in self.rng.integers(len(self.replay), size=self.replay_number - 1):
             path, reward, _, _ = self.replay[int(k)]
             self._update_path(path, reward)
+
+    def trial_reward(self, trial: Trial) -> float | None:
+        """The reward of a told trial (see the module docstring); None if it failed."""
+        score = self.reward(trial)
+        if score is None or self.reward_kind != "last_epochs":
+            return score
+        first = self.objective
+        curve = [float(v) for v in trial.result.curves.get(first.metric) or []]
+        tail = curve[-self.reward_epochs:]
+        reported = first.score(trial.result)
+        if not tail or not all(math.isfinite(v) for v in tail) or reported is None:
+            return score  # no per-epoch values of the metric: the reported one
+        mean = float(np.mean(tail))
+        # replace the first objective's reported score by its mean over the last epochs
+        return score + self.objectives.weights[0] * ((mean if first.mode == "max" else -mean) - reported)
 
     def _add_replay(self, path: DecisionPath, reward: float, epsilon: float, iteration: int) -> None:
         self.replay.append((path, float(reward), float(epsilon), int(iteration)))
@@ -368,9 +422,10 @@ class QLearning(Strategy):
                 last = attempt == self.max_tries - 1
                 if not self.dedupe or last:
                     break
-                if path in self.known:  # MetaQNN: reuse the stored reward, learn, sample again
+                if path in self.known:  # DP-NAS: reuse the stored reward, learn, count, sample again
                     self._add_replay(path, self.known[path], eps, self.position)
                     self._replay_update()
+                    self.position += 1
                 elif not any(p == path for p, _, _ in self.pending):
                     break
             self.pending.append((path, eps, self.position))
@@ -390,7 +445,7 @@ class QLearning(Strategy):
             else:  # a trial this strategy did not ask: record it with its own fields
                 eps = float(trial.info.get("epsilon", self.epsilon))
                 iteration = self.position
-            reward = self.reward(trial)
+            reward = self.trial_reward(trial)
             self._add_replay(path, self.failed_reward if reward is None else reward, eps, iteration)
             self._replay_update()
 
