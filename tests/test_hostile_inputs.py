@@ -430,7 +430,7 @@ def test_one_class_and_empty_splits_refused_at_load(tmp_path):
 
     with pytest.raises(DataError, match="training set is empty"):
         make_task("t", "series", np.zeros((0, 1, 4)), np.zeros(0, int), np.zeros((3, 1, 4)),
-                  np.arange(3), seed=0, val_fraction=0.1)
+                  np.arange(3), split_seed=0, val_fraction=0.1)
     assert_refused(run_cli("search", "--task", "arrays", "-o", "task.path=one.npz",
                            cwd=tmp_path), "one.npz", "single class")
 
