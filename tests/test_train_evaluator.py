@@ -179,3 +179,31 @@ def test_registry_builds_and_validates_options():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             TrainEvaluator(device="cuda")
+
+
+@pytest.mark.slow
+def test_local_and_process_executors_give_identical_training_results():
+    # real training (digits, a narrow chain space, 1 epoch) in this process and in a one-worker
+    # pool. Torch's float sums depend on its thread count (1 here, see conftest; a worker used to
+    # get one per core), so both executors must run every evaluation with the same count.
+    from nasforge.core import Objective
+    from nasforge.run.executors import LocalExecutor, ProcessExecutor
+    from nasforge.run.loop import Budget, Search
+    from nasforge.run.rundir import build_space
+    from nasforge.run.store import Store
+
+    space = build_space("chain", {"features": [16, 32], "max_conv": 3}, TASK)
+
+    def run(executor):
+        search = Search(space=space, strategy=registry.create("strategies", "random", seed=4),
+                        evaluator=TrainEvaluator(epochs=1, measure_latency=False), task=TASK,
+                        objective=Objective("val_acc"), seed=4, store=Store(), executor=executor)
+        return [(str(t.arch), t.status, t.seed, t.metrics, t.result.curves)
+                for t in search.run(Budget(trials=2))]
+
+    threads = torch.get_num_threads()
+    local = run(LocalExecutor())
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    pooled = run(ProcessExecutor(workers=1))
+    assert all(status == "ok" for _, status, *_ in local)
+    assert pooled == local  # every metric and per-epoch value, exactly

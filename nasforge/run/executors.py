@@ -7,6 +7,11 @@ up to ``workers`` jobs in flight, so a new trial starts as soon as a worker is f
 asynchronous mode of the multi-trial loop). An exception inside an evaluator, or a worker
 process that dies, becomes a ``failed`` trial with the reason; the run goes on.
 
+Results do not depend on the executor: torch's float reductions depend on its thread count, so
+every evaluation runs with ``threads`` torch threads whichever executor runs it (default: the
+driving process's torch threads when the executor is made, divided by ``workers``); the local
+executor sets that count around each evaluation and restores the caller's afterwards.
+
 Pool workers watch their parent: when the process that drives the run dies (even by
 ``kill -9``), each worker exits within about a second, so no orphan keeps computing (and the
 multiprocessing resource tracker, which lives as long as some process holds its pipe, goes too).
@@ -28,6 +33,16 @@ from typing import Any, Iterator
 
 from ..core import Evaluator, SearchSpace, Task, TrialResult
 from ..registry import register
+
+
+def evaluation_threads(workers: int, threads: int | None = None) -> int:
+    """Torch threads of one evaluation: ``threads`` if given, else this process's torch threads
+    (by default one per core) divided among ``workers``."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    import torch
+
+    return threads or max(1, torch.get_num_threads() // max(1, workers))
 
 
 @dataclass
@@ -94,9 +109,14 @@ class Executor(abc.ABC):
 
 @register("executors", "local")
 class LocalExecutor(Executor):
-    """Evaluates jobs one after another in this process, in the order submitted."""
+    """Evaluates jobs one after another in this process, in the order submitted.
 
-    def __init__(self, workers: int = 1):
+    Each evaluation runs with the torch threads a process pool of ``workers`` would give each
+    of its workers (or ``threads``), so a run gives the same results with either executor.
+    """
+
+    def __init__(self, workers: int = 1, threads: int | None = None):
+        self.threads = evaluation_threads(workers, threads)
         self.workers = 1
         self._queue: collections.deque[Job] = collections.deque()
 
@@ -107,7 +127,14 @@ class LocalExecutor(Executor):
         if not self._queue:
             raise RuntimeError("next_done() with no job submitted")
         job = self._queue.popleft()
-        return job, evaluate_job(self.space, self.evaluator, self.task, job)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return job, evaluate_job(self.space, self.evaluator, self.task, job)
+        finally:
+            torch.set_num_threads(before)
 
     def pending(self) -> int:
         return len(self._queue)
@@ -157,7 +184,8 @@ class ProcessExecutor(Executor):
     """A pool of ``workers`` processes on this machine (spawned, so safe with torch threads).
 
     The space, evaluator and task are sent to each worker once, when the pool starts; each job
-    sends only the architecture text and seed. Each worker gets ``cores // workers`` threads.
+    sends only the architecture text and seed. Each worker gets ``threads`` torch threads
+    (default: this process's torch threads // workers; see ``evaluation_threads``).
     """
 
     def __init__(self, workers: int = 2, threads: int | None = None):
@@ -166,13 +194,13 @@ class ProcessExecutor(Executor):
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.workers = workers
-        self.threads = threads  # torch threads per worker; None: cores // workers
+        self.threads = evaluation_threads(workers, threads)  # torch threads per worker
         self._pool: cf.ProcessPoolExecutor | None = None
         self._futures: dict[cf.Future, Job] = {}
 
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+            threads = self.threads
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=mp.get_context("spawn"),
                 initializer=_init_worker,
