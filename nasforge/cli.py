@@ -109,7 +109,8 @@ def search(
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override it"),
     schedule_scale: Optional[str] = typer.Option(
-        None, help="qlearning: scale the epsilon schedule's counts (a number, or 'auto' to fit the budget)"),
+        None, help="qlearning: scale the epsilon schedule's counts: a number (1: DP-NAS's counts), or "
+                   "'auto' to fit the budget (the default when the budget ends in the first stage)"),
     full_training: bool = typer.Option(False, "--full-training", help="deep_prior: train the encoder too"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="component option GROUP.NAME=VALUE (repeatable)"),
