@@ -40,6 +40,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "local": "nasforge.strategies.local",
         "reinforce": "nasforge.strategies.reinforce",
         "qlearning": "nasforge.strategies.qlearning",
+        "optuna": "nasforge.strategies.optuna",
     },
     "evaluators": {
         "train": "nasforge.evaluators.train",
