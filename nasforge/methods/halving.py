@@ -28,11 +28,10 @@ with ``top_k`` k and ``eta`` 2, about ``k * log2(k)`` evaluations of 2x, 4x, ...
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Literal
 
 from .. import registry
-from ..core import Trial
+from ..core import Objectives, Trial
 from ..errors import ConfigError, RunError
 from ..registry import register
 from .base import Method, MethodContext
@@ -82,11 +81,9 @@ class SequentialHalving(Method):
         return int(round(value)) if isinstance(base, int) else float(value)
 
     def rank(self, ctx: MethodContext, trials: list[Trial]) -> list[Trial]:
-        """Ok trials best first: objective, then fewer parameters, then earlier id."""
-        scored = [(ctx.objective.score(t.result), t) for t in trials]
-        ok = [(s, t) for s, t in scored if s is not None]
-        ok.sort(key=lambda st: (-st[0], float(st[1].result.cost.get("params", math.inf)), st[1].id))
-        return [t for _, t in ok]
+        """Feasible ok trials best first, by the run's chosen-trial rule (objective, then fewer
+        parameters, then the earlier trial; Pareto rank first with several objectives)."""
+        return Objectives.of(ctx.objective).ranked(sorted(trials, key=lambda t: t.id))
 
     # -- the method -------------------------------------------------------------------------------
     def run(self, ctx: MethodContext) -> list[Trial]:
