@@ -21,6 +21,10 @@ asks exactly what an uninterrupted one would for ``tpe``, ``random``, ``nsgaii``
 ``gp`` resumes with the same history and random state but refits its Gaussian process from
 scratch (Optuna keeps a warm start of the kernel fit in memory only), so it may differ slightly.
 
+Samplers that model a fixed search space (``gp``, ``qmc``, ``nsgaii``'s crossover) model only the
+parameters every trial shares; in a conditional space the others are sampled at random by the
+sampler's fallback (TPE, with Optuna's default independent sampling, models every parameter).
+
 Optuna is an optional extra: ``pip install 'nasforge[optuna]'``. Importing nasforge never imports
 Optuna; constructing this strategy without it raises ``MissingDependencyError``.
 """
@@ -121,7 +125,7 @@ class OptunaStrategy(Strategy):
                 return s.NSGAIISampler(seed=seed)
             if self.sampler_name == "qmc":
                 return s.QMCSampler(seed=seed, warn_independent_sampling=False)
-            return s.GPSampler(seed=seed)
+            return s.GPSampler(seed=seed, warn_independent_sampling=False)
 
     def _study(self) -> Any:
         if self.study is None:
