@@ -606,13 +606,14 @@ class Objectives:
         feasible = [(it, s) for it in items if (s := self.scores(it)) is not None]
         return [feasible[i][0] for i in pareto_indices([s for _, s in feasible])]
 
-    def ranked(self, items: Sequence[Any]) -> list[Any]:
-        """Feasible trials/rows best first: by Pareto rank, then by the chosen-trial rule."""
+    def ranked(self, items: Sequence[Any], top: int | None = None) -> list[Any]:
+        """Feasible trials/rows best first: by Pareto rank, then by the chosen-trial rule
+        (at least the first ``top`` of them, or all)."""
         from .pareto import non_dominated_sort
 
         feasible = [it for it in items if self.scores(it) is not None]
         out: list[Any] = []
-        for front in non_dominated_sort([self.scores(it) for it in feasible]):
+        for front in non_dominated_sort([self.scores(it) for it in feasible], limit=top):
             members = [feasible[i] for i in front]
             out += sorted(members, key=lambda it: self.choice_key(it), reverse=True)
         return out if self.multi else sorted(feasible, key=lambda it: self.choice_key(it),

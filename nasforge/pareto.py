@@ -6,8 +6,8 @@ is negated before it gets here; ``Objectives.scores`` does that). Points are pla
 floats; nothing here knows about trials.
 
 - ``dominates(a, b)``: ``a`` is at least as good everywhere and better somewhere.
-- ``non_dominated_sort(points)``: the fronts, best first, as lists of indices (fast
-  non-dominated sort, O(M N^2)).
+- ``non_dominated_sort(points)``: the fronts, best first, as lists of indices (peeled one front
+  at a time, O(M N^2) per front, memory linear in N).
 - ``crowding_distance(points, front)``: NSGA-II's crowding distance of each front member (the
   extreme members of every objective get infinity).
 - ``rank_and_crowding(points)``: each point's front number (0 = non-dominated) and crowding
@@ -44,34 +44,44 @@ def dominates(a: Point, b: Point) -> bool:
     return better
 
 
-def non_dominated_sort(points: Sequence[Point]) -> list[list[int]]:
-    """Fronts of ``points`` best first (front 0 is the non-dominated set), indices ascending."""
-    n = len(points)
-    arr = np.asarray(points, dtype=float).reshape(n, -1) if n else np.zeros((0, 0))
-    if n == 0:
-        return []
-    ge = np.all(arr[:, None, :] >= arr[None, :, :], axis=2)
-    gt = np.any(arr[:, None, :] > arr[None, :, :], axis=2)
-    dom = ge & gt  # dom[i, j]: i dominates j
-    counts = dom.sum(axis=0)  # how many points dominate j
+def non_dominated_sort(points: Sequence[Point], limit: int | None = None) -> list[list[int]]:
+    """Fronts of ``points`` best first (front 0 is the non-dominated set), indices ascending.
+
+    Fronts are peeled one at a time (memory linear in the number of points); with ``limit``,
+    peeling stops once the fronts found hold at least ``limit`` points.
+    """
+    remaining = list(range(len(points)))
     fronts: list[list[int]] = []
-    current = [int(j) for j in np.flatnonzero(counts == 0)]
-    while current:
-        fronts.append(current)
-        nxt = []
-        for i in current:
-            for j in np.flatnonzero(dom[i]):
-                counts[j] -= 1
-                if counts[j] == 0:
-                    nxt.append(int(j))
-        current = sorted(nxt)
+    taken = 0
+    while remaining and (limit is None or taken < limit):
+        front = [remaining[i] for i in pareto_indices([points[j] for j in remaining])]
+        fronts.append(front)
+        taken += len(front)
+        chosen = set(front)
+        remaining = [j for j in remaining if j not in chosen]
     return fronts
 
 
 def pareto_indices(points: Sequence[Point]) -> list[int]:
-    """Indices of the non-dominated points (ascending)."""
-    fronts = non_dominated_sort(points)
-    return fronts[0] if fronts else []
+    """Indices of the non-dominated points (ascending); equal points are all kept.
+
+    Points are visited in descending lexicographic order, where every dominator of a point comes
+    before it, so each point is compared with the front kept so far only: O(N F) time.
+    """
+    n = len(points)
+    if n == 0:
+        return []
+    arr = np.asarray(points, dtype=float).reshape(n, -1)
+    order = np.lexsort(arr.T[::-1])[::-1]  # descending lexicographic by column 0, 1, ...
+    kept: list[int] = []
+    front = np.empty((0, arr.shape[1]))
+    for i in order:
+        p = arr[i]
+        if front.size and np.any(np.all(front >= p, axis=1) & np.any(front > p, axis=1)):
+            continue
+        kept.append(int(i))
+        front = np.vstack([front, p])
+    return sorted(kept)
 
 
 def crowding_distance(points: Sequence[Point], front: Sequence[int]) -> dict[int, float]:

@@ -21,6 +21,17 @@ def test_dominance_and_sorting_known_fronts():
     assert non_dominated_sort([]) == []
 
 
+def test_front_matches_brute_force_with_ties_and_three_objectives():
+    from nasforge.pareto import pareto_indices
+
+    rng = np.random.default_rng(1)  # generated points on a coarse grid, so ties are common
+    for _ in range(100):
+        pts = rng.integers(0, 4, (int(rng.integers(1, 25)), int(rng.integers(1, 4)))).tolist()
+        brute = [i for i, p in enumerate(pts) if not any(dominates(q, p) for q in pts)]
+        assert pareto_indices(pts) == brute
+    assert non_dominated_sort([(1, 1), (2, 2), (0, 0), (3, 3)], limit=2) == [[3], [1]]
+
+
 def test_crowding_distance_hand_computed():
     pts = [(1, 3), (2, 2), (3, 1), (2.5, 1.5)]
     d = crowding_distance(pts, [0, 1, 2, 3])

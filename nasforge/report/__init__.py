@@ -84,7 +84,7 @@ def leaderboard(rows: Iterable[dict[str, Any]], objective: Objective | Objective
                 top: int | None = 10) -> list[dict[str, Any]]:
     """The best feasible trials, best first: by the objective, ties broken by fewer parameters
     then the earlier trial; with several objectives, by Pareto rank and then that rule."""
-    ranked = Objectives.of(objective).ranked(list(rows))
+    ranked = Objectives.of(objective).ranked(list(rows), top or None)
     return ranked[:top] if top else ranked
 
 
