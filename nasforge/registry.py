@@ -25,7 +25,7 @@ import pydantic
 
 from .errors import ConfigError
 
-KINDS = ("spaces", "strategies", "evaluators", "tasks", "executors", "methods")
+KINDS = ("spaces", "strategies", "evaluators", "tasks", "executors", "methods", "predictors")
 
 # name -> module that registers it on import (lazy; keeps heavy optional imports out of startup)
 _BUILTIN: dict[str, dict[str, str]] = {
@@ -63,6 +63,15 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "methods": {
         "multitrial": "nasforge.methods.multitrial",
         "sequential_halving": "nasforge.methods.halving",
+    },
+    "predictors": {
+        "mlp_ensemble": "nasforge.predictors.neural",
+        "gin": "nasforge.predictors.neural",
+        "svr": "nasforge.predictors.classic",
+        "gp": "nasforge.predictors.classic",
+        "gbt": "nasforge.predictors.classic",
+        "params": "nasforge.predictors.classic",
+        "flops": "nasforge.predictors.classic",
     },
 }
 
