@@ -145,3 +145,10 @@ def test_bench_runs_optuna_beside_native_strategies(tmp_path):
     rows = [r for r in res["summary"] if r["strategy"] == "optuna"]
     assert len(rows) == 2 and all(r["evaluations"] == 15 for r in rows)
     assert all(math.isfinite(r["best_report_metric"]) for r in rows)
+
+
+def test_crash_mid_batch_then_resume_through_the_store_equals_uninterrupted(tmp_path):
+    # the run loop's own crash/resume check (tests/test_run.py), with this strategy
+    from test_run import test_resume_after_crash_equals_uninterrupted as check
+
+    check(tmp_path, "optuna")
