@@ -3,10 +3,11 @@
 For each dev column pair (search ``cifar100-val`` / report ``cifar100-test``, and
 ``imagenet-val`` / ``imagenet-test``) every strategy runs ``--seeds`` searches of ``--budget``
 evaluations through ``nasforge.bench.run_one`` (the same search code as ``nasforge bench``:
-spawned worker processes, in-memory stores, every (strategy, seed) search in one pool). Printed per strategy: mean ± sd of the test accuracy of the
-best-by-validation architecture, the paired margin (same seed index) over random search and over
-Optuna TPE with a 95% t-interval, and the wall time of the strategy's searches (all seeds, on
-``--workers`` processes, process start-up included).
+spawned worker processes, in-memory stores, all searches of a column in one pool). Printed per
+strategy: mean ± sd of the test accuracy of the best-by-validation architecture, the paired margin
+(same seed index) over random search and over Optuna TPE with a 95% t-interval, and the mean
+seconds one search takes in a worker (strategy overhead plus table lookups; process start-up
+excluded; on a loaded machine these grow with the load).
 
 Nothing is tuned here: every strategy runs with its defaults (Optuna TPE with Optuna's defaults).
 
