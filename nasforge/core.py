@@ -675,8 +675,10 @@ class Strategy(abc.ABC):
     Contract:
 
     - ``ask(n)`` returns ``n`` architectures to evaluate (may repeat earlier ones).
-    - ``tell(trials)`` reports finished trials, in the order they were asked; failed trials are
-      told too (their ``result.status`` says so) and must not break the strategy.
+    - ``tell(trials)`` reports finished trials: a batch in the order asked (``batch`` mode), or
+      one trial at a time as each finishes, possibly not in the order asked, while others are
+      still out (asynchronous workers); failed trials are told too (their ``result.status``
+      says so) and must not break the strategy.
     - ``state_dict()`` returns everything needed to continue exactly, RNG state included, made
       of plain Python values and tensors (it is saved with ``torch.save`` and loaded with
       ``weights_only=True``); ``load_state_dict`` restores it on a strategy constructed with the
