@@ -383,7 +383,8 @@ def _load_command_modules() -> None:
     """Commands that live in their own modules register themselves on ``app`` when imported."""
     import importlib
 
-    for module in ("nasforge.cli_dpnas", "nasforge.cli_export", "nasforge.cli_runs"):
+    for module in ("nasforge.cli_dpnas", "nasforge.cli_export", "nasforge.cli_runs",
+                   "nasforge.cli_predictors"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -120,3 +120,61 @@ def test_bad_input_refused(nb201):
     with pytest.raises(NasforgeError):
         registry.create("predictors", "params", input_shape=[3, 0, 32])
     assert isinstance(p, Predictor)
+
+
+def test_learning_curve_and_summary(nb201, tmp_path):
+    from nasforge.predictors import evaluate as ev
+
+    space, archs, y = nb201
+    rows = ev.learning_curve(space, archs, y, ["svr", "gbt"], [10, 40], [0, 1], holdout=100)
+    assert len(rows) == 2 * 2 * 2 and {r["n"] for r in rows} == {10, 40}
+    again = ev.learning_curve(space, archs, y, ["svr"], [10, 40], [0, 1], holdout=100)
+    assert [r["tau"] for r in again] == [r["tau"] for r in rows if r["predictor"] == "svr"]
+    summary = ev.summarise(rows)
+    svr40 = next(s for s in summary if s["predictor"] == "svr" and s["n"] == 40)
+    taus = [r["tau"] for r in rows if r["predictor"] == "svr" and r["n"] == 40]
+    assert svr40["tau"] == pytest.approx(np.mean(taus)) and svr40["runs"] == 2
+    assert svr40["tau"] > 0.2  # real data: op counts carry most of NB201's signal
+    ev.write_csv(summary, tmp_path / "s.csv")
+    ev.plot_tau(summary, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="never overwritten"):
+        ev.write_csv(summary, tmp_path / "s.csv")
+    with pytest.raises(ConfigError, match="the table has 300"):
+        ev.learning_curve(space, archs, y, ["svr"], [250], [0], holdout=100)
+    with pytest.raises(ConfigError, match="unknown predictor 'nope'"):
+        ev.learning_curve(space, archs, y, ["nope"], [10], [0], holdout=100)
+
+
+def test_cross_validate_folds(nb201):
+    from nasforge.predictors import evaluate as ev
+
+    space, archs, y = nb201
+    rows = ev.cross_validate(space, archs[:60], y[:60], ["svr"], folds=3)
+    assert [r["fold"] for r in rows] == [0, 1, 2] and all(r["n"] == 40 for r in rows)
+    with pytest.raises(DataError, match="5-fold"):
+        ev.cross_validate(space, archs[:6], y[:6], ["svr"], folds=5)
+
+
+@pytest.mark.slow
+def test_cli_predictors_eval(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [sys.executable, "-m", "nasforge", "predictors-eval", "--table", str(SLICE),
+           "--predictors", "svr,gbt", "--ns", "10,30", "--seeds", "2", "--holdout", "100"]
+    ok = subprocess.run(cmd + ["--out", str(tmp_path / "o")], env=env, capture_output=True,
+                        text=True, timeout=240)
+    assert ok.returncode == 0, ok.stderr
+    summary = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert set(summary["predictor"]) == {"svr", "gbt"} and set(summary["n"]) == {10, 30}
+    assert (tmp_path / "o" / "tau_vs_n.png").exists()
+    again = subprocess.run(cmd + ["--out", str(tmp_path / "o")], env=env, capture_output=True,
+                           text=True, timeout=240)
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    bad = subprocess.run(cmd[:-8] + ["--predictors", "svr", "--ns", "ten", "--out",
+                                     str(tmp_path / "p")], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert bad.returncode == 2 and "'ten'" in bad.stderr, bad.stderr
