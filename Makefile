@@ -11,6 +11,6 @@ demo: install
 	$(PYTHON) -m nasforge search
 
 test: install
-	MPLBACKEND=Agg ORT_DISABLE_TELEMETRY=1 $(PYTHON) -m pytest tests
+	MPLBACKEND=Agg ORT_DISABLE_TELEMETRY=1 $(PYTHON) -m pytest -n 2 tests
 
 .PHONY: install demo test
