@@ -165,6 +165,14 @@ def search(
     console.print(f"run directory: [bold]{run.dir}[/bold] (report.html, trials.csv, best/)")
 
 
+def _best_with(run: Any, search: Any, trial: Any) -> Any:
+    """The run's chosen trial once ``trial`` counts (callbacks run before the loop adds it)."""
+    trials = list(search.trials)
+    if all(t.id != trial.id for t in trials):
+        trials.append(trial)
+    return run.objectives.best(trials)
+
+
 def _attach_progress(run: Any, quiet: bool) -> None:
     """Show trials done / budget, best so far and time left (or log lines with --quiet)."""
     cfg = run.config
@@ -173,7 +181,7 @@ def _attach_progress(run: Any, quiet: bool) -> None:
     done0 = run.store.count()
     if quiet or not console.is_terminal:
         def log(search: Any, trial: Any) -> None:
-            best = search.best
+            best = _best_with(run, search, trial)
             bv = run.objective.value(best.result) if best else None
             value = run.objective.value(trial.result)
             console.print(
@@ -195,7 +203,7 @@ def _attach_progress(run: Any, quiet: bool) -> None:
 
     def update(search: Any, trial: Any) -> None:
         finished[0] += 1
-        best = search.best
+        best = _best_with(run, search, trial)
         bv = run.objective.value(best.result) if best else None
         left = ""
         if cfg.time_budget:

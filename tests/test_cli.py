@@ -49,6 +49,14 @@ def test_main_job_small_budget_end_to_end(tmp_path):
     rows = json.loads(nasforge("trials", str(run), "--json", cwd=tmp_path).stdout)
     assert len(rows) == 5 and {"id", "arch", "status", "metrics", "cost"} <= set(rows[0])
     assert any(r["status"] == "ok" and r["metrics"]["test_acc"] > 0.3 for r in rows)
+    # each progress line's best=... counts that line's trial (it used to lag one trial behind)
+    import re
+
+    seen = []
+    for m in re.finditer(r"trial \d+/5 ok val_acc=([\d.]+) best=([\d.]+)", proc.stdout):
+        seen.append(float(m.group(1)))
+        assert float(m.group(2)) == max(seen)
+    assert len(seen) == 5
     # the best model loads with weights_only and the arch text parses back
     import torch
 
