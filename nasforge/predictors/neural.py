@@ -8,6 +8,8 @@ sum pooling, as POPNASv3 predicts accuracy; an ensemble of them gives a std too.
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 from torch import nn
@@ -43,11 +45,13 @@ class _Ensemble(Predictor):
                                   kind="regression", amp=False)
         self._nets: list[nn.Module] = []
 
+    @abc.abstractmethod
     def _inputs(self, archs: list[Architecture]) -> torch.Tensor:
-        raise NotImplementedError
+        """The network input for ``archs`` (encodings or batched graphs)."""
 
+    @abc.abstractmethod
     def _make(self, width: int) -> nn.Module:
-        raise NotImplementedError
+        """A fresh member network for inputs of ``width`` features."""
 
     def _fit(self, archs: list[Architecture], y: np.ndarray, space: SearchSpace) -> None:
         self._scale = Standardizer(y)
