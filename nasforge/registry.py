@@ -46,6 +46,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "train": "nasforge.evaluators.train",
         "deep_prior": "nasforge.evaluators.deep_prior",
         "table": "nasforge.evaluators.table",
+        "zc": "nasforge.evaluators.zero_cost",
     },
     "tasks": {
         "digits": "nasforge.data.builtin",
