@@ -94,7 +94,7 @@ def _ops(g: Graph) -> list[str]:
 def test_resnet_style_nodes_and_edges():
     model = ResNet()
     g = build_graph(model, (3, 16, 16))
-    assert g.meta["method"] == "fx"
+    assert g.meta["method"] == "autograd"
     assert _ops(g) == ["input", "conv", "bias", "bn", "conv", "bn", "conv", "bn", "sum", "conv",
                        "bn", "conv", "bn", "conv", "bn", "sum", "glob_avg", "max_pool", "glob_avg",
                        "concat", "linear", "bias"]
@@ -186,7 +186,23 @@ class DataDependent(nn.Module):
         return self.a(x)
 
 
-def test_autograd_fallback_when_fx_cannot_trace():
+class Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.a(x) + self.b(x).detach()  # autograd never sees self.b
+
+
+def test_auto_falls_back_to_fx_for_a_detached_branch():
+    g = build_graph(Detached(), (4,))
+    assert g.meta["method"] == "fx" and _ops(g) == ["input", "linear", "bias", "linear", "bias", "sum"]
+    with pytest.raises(ArchitectureError, match=r"b\.weight"):
+        build_graph(Detached(), (4,), method="autograd")
+
+
+def test_autograd_when_fx_cannot_trace():
     model = DataDependent()
     g = build_graph(model, (3, 8, 8))
     assert g.meta["method"] == "autograd"
