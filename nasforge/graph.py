@@ -290,6 +290,108 @@ def sequential_features(space: "SearchSpace") -> SequentialFeatures:
     return cached
 
 
+# --------------------------------------------------------------------------------------------
+# path encoding (BANANAS)
+
+
+class PathFeatures:
+    """BANANAS's path encoding (White et al., AAAI 2021) of a space, read from ``space.graph``.
+
+    A path is a route through the graph from an input to an output; its key is the sequence of
+    operation labels along it (input and output labels left out). The vector counts, for every
+    possible sequence of at most ``max_length`` operations over ``labels``, how many paths have
+    it, in a fixed order (length 1 first, then length 2, ...; within a length, base-``len(labels)``
+    numbering); one last column counts paths that are longer or carry a label outside ``labels``.
+    Paths through a ``zero`` operation (``none``: it passes nothing) are left out, so two cells
+    that compute the same paths get the same vector, whatever their dead edges hold.
+
+    ``labels`` default to ``space.op_vocab`` without ``input``, ``output`` and the zero ops;
+    ``max_length`` defaults to the longest path seen in 256 architectures sampled from a fixed
+    seed. The length is ``sum(V**l for l in 1..max_length) + 1``; spaces where that passes
+    ``MAX_SIZE`` (long chains, DARTS cells) are refused with a message naming the size.
+    """
+
+    MAX_SIZE = 100_000
+    SAMPLES = 256
+
+    def __init__(self, space: "SearchSpace", *, max_length: int | None = None,
+                 zero: Sequence[str] = ("none",)):
+        self.zero = frozenset(zero)
+        self.labels = tuple(op for op in space.op_vocab
+                            if op not in (INPUT, OUTPUT) and op not in self.zero)
+        self.index = {op: i for i, op in enumerate(self.labels)}
+        if max_length is None:
+            rng = np.random.default_rng(0)
+            max_length = max((len(p) for _ in range(self.SAMPLES)
+                              for p in self.paths(space.graph(space.sample(rng)), keep_zero=True)),
+                             default=1)
+        self.max_length = max(1, int(max_length))
+        v = len(self.labels)
+        self.offsets = [0]
+        for length in range(1, self.max_length + 1):
+            self.offsets.append(self.offsets[-1] + v ** length)
+            if self.offsets[-1] > self.MAX_SIZE:
+                raise ArchitectureError(
+                    f"{space.name}: a path encoding of {v} operations and paths of up to "
+                    f"{self.max_length} of them needs more than {self.MAX_SIZE:,} columns; "
+                    "use space.encode instead")
+        self.size = self.offsets[-1] + 1
+
+    def paths(self, graph: ArchGraph, *, keep_zero: bool = False) -> list[tuple[str, ...]]:
+        """Operation labels along every input-to-output path (zero-op paths dropped unless
+        ``keep_zero``)."""
+        succ: dict[int, list[int]] = {}
+        for s, d in graph.edges:
+            succ.setdefault(s, []).append(d)
+        outputs = set(graph.outputs)
+        ends = {INPUT, OUTPUT}
+        found: list[tuple[str, ...]] = []
+
+        def walk(node: int, trail: tuple[str, ...]) -> None:
+            op = graph.ops[node]
+            if op in self.zero and not keep_zero:
+                return
+            if op not in ends:
+                trail = trail + (op,)
+            if node in outputs:
+                found.append(trail)
+            for nxt in succ.get(node, ()):
+                walk(nxt, trail)
+
+        for start in graph.inputs:
+            walk(start, ())
+        return found
+
+    def encode(self, graph: ArchGraph) -> np.ndarray:
+        out = np.zeros(self.size, dtype=np.float32)
+        v = len(self.labels)
+        for path in self.paths(graph):
+            if not path:
+                continue  # input wired straight to output: no operation to count
+            if len(path) > self.max_length or any(op not in self.index for op in path):
+                out[-1] += 1.0
+                continue
+            code = 0
+            for op in path:
+                code = code * v + self.index[op]
+            out[self.offsets[len(path) - 1] + code] += 1.0
+        return out
+
+
+def path_features(space: "SearchSpace") -> PathFeatures:
+    """The space's ``PathFeatures`` (default options), computed once per space instance."""
+    cached = space.__dict__.get("_path_features")
+    if cached is None:
+        cached = PathFeatures(space)
+        space.__dict__["_path_features"] = cached
+    return cached
+
+
+def encode_paths(space: "SearchSpace", arch: "Architecture") -> np.ndarray:
+    """``arch``'s path encoding (see ``PathFeatures``), a float32 vector of fixed length."""
+    return path_features(space).encode(space.graph(arch))
+
+
 def one_hot(value: Any, options: Sequence[Any]) -> list[float]:
     """``options``-long one-hot of ``value`` plus a final ``other`` column."""
     out = [0.0] * (len(options) + 1)
@@ -298,4 +400,5 @@ def one_hot(value: Any, options: Sequence[Any]) -> list[float]:
 
 
 __all__ = ["ArchGraph", "chain_graph", "SequentialFeatures", "sequential_features",
+           "PathFeatures", "path_features", "encode_paths",
            "decision_label", "one_hot", "INPUT", "OUTPUT", "OTHER"]

@@ -41,6 +41,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "reinforce": "nasforge.strategies.reinforce",
         "qlearning": "nasforge.strategies.qlearning",
         "optuna": "nasforge.strategies.optuna",
+        "bananas": "nasforge.strategies.bananas",
+        "predictor_evolution": "nasforge.strategies.bananas",
     },
     "evaluators": {
         "train": "nasforge.evaluators.train",
@@ -73,6 +75,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "gbt": "nasforge.predictors.classic",
         "params": "nasforge.predictors.classic",
         "flops": "nasforge.predictors.classic",
+        "mlp_batched": "nasforge.predictors.batched",
     },
 }
 

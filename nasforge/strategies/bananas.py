@@ -1,0 +1,332 @@
+"""Model-based search with an ensemble of MLPs: ``bananas`` and ``predictor_evolution``.
+
+``bananas`` (White, Neiswanger & Savani, AAAI 2021): the first ``initial`` asks are random
+samples; after that an ensemble of MLPs (``nasforge.predictors.batched``, path encoding by
+default) is fitted on every successful trial so far and the next architecture is the best, by an
+acquisition function, of a pool of candidates: every neighbour (one edit away) of the ``parents``
+best architectures so far where the space lists neighbours, plus ``candidates`` random mutations
+of them (one or two edits), plus ``candidates // 4`` random samples. Acquisitions: ``its``
+(independent Thompson sampling, BANANAS's default: one draw from each candidate's normal
+N(mean, std) of the ensemble, the largest draw wins), ``ucb`` (mean + ``beta`` x std) and
+``mean`` (pure exploitation). A batch ask takes the best ``n`` of one draw.
+
+``predictor_evolution``: regularized (aging) evolution whose child is chosen by the predictor:
+the parent is the best of ``sample_size`` random members of the population (as ``evolution``),
+``candidates`` mutations of it are scored by the ensemble and the best by the acquisition
+(``mean`` by default) is asked. Until ``initial`` trials succeeded the asks are random samples.
+
+Both never ask an architecture twice (the pool leaves out every architecture already asked; when
+it is empty a random unseen sample is asked), refit the ensemble after every ``retrain_every``
+new successful trials (1: before every ask; larger values make the search cheaper), and keep
+torch to one thread while they fit and score (``torch.set_num_threads(1)``, restored after).
+
+State: the trials told (text and score), the asked texts, the population (evolution), the
+ensemble's weights and the number of trials it was fitted on, and the random state: a resumed
+search asks exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial, derive_seed
+from ..errors import ConfigError
+from ..predictors.batched import ENCODINGS, BatchedMLPEnsemble
+from ..registry import register
+
+ACQUISITIONS = ("its", "ucb", "mean")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread inside (tiny models: threads only add overhead)."""
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
+def _check_int(strategy: str, key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{strategy}: {key}={value!r}; expected an integer >= {low}")
+    return value
+
+
+class _ModelBased(Strategy):
+    """History, the ensemble predictor, candidate scoring and state shared by both strategies."""
+
+    def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
+                 retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
+                 lr: float, encoding: str):
+        super().__init__(seed=seed)
+        _check_int(self.name, "initial", initial, 2)
+        _check_int(self.name, "retrain_every", retrain_every, 1)
+        if acquisition not in ACQUISITIONS:
+            raise ConfigError(f"{self.name}: acquisition={acquisition!r}; expected one of "
+                              f"{', '.join(ACQUISITIONS)}")
+        if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"{self.name}: beta={beta!r}; expected a finite number >= 0")
+        if encoding not in ENCODINGS:
+            raise ConfigError(f"{self.name}: encoding={encoding!r}; expected one of "
+                              f"{', '.join(ENCODINGS)}")
+        self.initial, self.acquisition, self.beta = initial, acquisition, float(beta)
+        self.retrain_every = retrain_every
+        self.model_options = {"members": _check_int(self.name, "members", members, 1),
+                              "hidden": _check_int(self.name, "hidden", hidden, 1),
+                              "layers": _check_int(self.name, "layers", layers, 1),
+                              "epochs": _check_int(self.name, "epochs", epochs, 1),
+                              "lr": float(lr), "encoding": encoding}
+        if not (np.isfinite(lr) and lr > 0):
+            raise ConfigError(f"{self.name}: lr={lr!r}; expected a positive number")
+        self._encodings: dict[str, np.ndarray] = {}
+        self.model_seed = int(seed)  # the models' seeds derive from it (saved with the state)
+        self.history: list[tuple[Architecture, float | None]] = []  # told, in order
+        self.asked: list[str] = []
+        self._asked_set: set[str] = set()
+        self.model = self._new_model(0)
+        self.fitted_on = 0  # successful trials the model was fitted on (0: no model)
+        self.fits = 0
+        self._pending_state: dict[str, Any] | None = None
+
+    def _new_model(self, fit_index: int) -> BatchedMLPEnsemble:
+        model = BatchedMLPEnsemble(seed=derive_seed(self.model_seed, fit_index),
+                                   **self.model_options)
+        model.share_cache(self._encodings)  # encodings outlive refits (pure functions of archs)
+        return model
+
+    # -- history --------------------------------------------------------------------------------------
+    def _ok(self) -> list[tuple[Architecture, float]]:
+        return [(a, s) for a, s in self.history if s is not None]
+
+    def _remember(self, arch: Architecture) -> None:
+        text = str(arch)
+        if text not in self._asked_set:
+            self._asked_set.add(text)
+            self.asked.append(text)
+
+    def _random_unseen(self, tries: int = 100) -> Architecture:
+        space = self._require_space()
+        arch = space.sample(self.rng)
+        for _ in range(tries - 1):
+            if str(arch) not in self._asked_set:
+                break
+            arch = space.sample(self.rng)
+        return arch
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self._remember(t.arch)  # trials asked elsewhere (a resume) count as seen
+            self.history.append((t.arch, self.reward(t)))
+            self._after_tell(t.arch, self.history[-1][1])
+
+    def _after_tell(self, arch: Architecture, score: float | None) -> None:
+        return None
+
+    # -- the model ------------------------------------------------------------------------------------
+    def _model_ready(self) -> bool:
+        """Refit when ``retrain_every`` new successes arrived; False while too few (or all equal)."""
+        ok = self._ok()
+        if len(ok) < self.initial or len({s for _, s in ok}) < 2:
+            return False
+        if self.fitted_on == 0 or len(ok) - self.fitted_on >= self.retrain_every:
+            self.model = self._new_model(self.fits)
+            with one_thread():
+                self.model.fit([a for a, _ in ok], [s for _, s in ok], self._require_space())
+            self.fitted_on = len(ok)
+            self.fits += 1
+        return True
+
+    def _acquire(self, pool: list[Architecture], n: int) -> list[Architecture]:
+        """The ``n`` best of ``pool`` by the acquisition function (pool order breaks ties)."""
+        with one_thread():
+            x = self.model.features(pool, self._require_space())
+            mean, std = self.model.predict_features(x)
+        if self.acquisition == "its":
+            value = self.rng.normal(mean, std)
+        elif self.acquisition == "ucb":
+            value = mean + self.beta * std
+        else:
+            value = mean
+        order = np.argsort(-value, kind="stable")
+        return [pool[int(i)] for i in order[:n]]
+
+    def _unseen(self, archs: Sequence[Architecture]) -> list[Architecture]:
+        """``archs`` without repeats and without anything asked before, in order."""
+        out, seen = [], set()
+        for a in archs:
+            text = str(a)
+            if text not in seen and text not in self._asked_set:
+                seen.add(text)
+                out.append(a)
+        return out
+
+    def _mutations(self, parent: Architecture, count: int, max_edits: int = 1) -> list[Architecture]:
+        space = self._require_space()
+        out = []
+        for _ in range(count):
+            child = space.mutate(parent, self.rng)
+            if max_edits > 1 and self.rng.random() < 0.5:
+                child = space.mutate(child, self.rng)
+            out.append(child)
+        return out
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "history": [[str(a), s] for a, s in self.history],
+                "asked": list(self.asked), "fitted_on": self.fitted_on, "fits": self.fits,
+                "model_seed": self.model_seed,
+                "model": self.model.state_dict() if self.fitted_on else {}}
+
+    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
+              budget: int | None = None) -> None:
+        super().setup(space, objective, budget=budget)
+        if self._pending_state is not None:  # a state loaded before setup: parse its texts now
+            self.load_state_dict(self._pending_state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.space is None:
+            self._pending_state = state
+            return
+        self._pending_state = None
+        super().load_state_dict(state)
+        space = self.space
+        self.history = [(space.parse(t), None if s is None else float(s))
+                        for t, s in state["history"]]
+        self.asked = list(state["asked"])
+        self._asked_set = set(self.asked)
+        self.fitted_on, self.fits = int(state["fitted_on"]), int(state["fits"])
+        self.model_seed = int(state["model_seed"])
+        self.model = self._new_model(max(self.fits - 1, 0))
+        if self.fitted_on:
+            self.model.load_state_dict(state["model"], space)
+
+
+@register("strategies", "bananas")
+class Bananas(_ModelBased):
+    """BANANAS: random start, then the pool's best by Thompson sampling (or UCB) of an MLP
+    ensemble refitted every ``retrain_every`` successful trials."""
+
+    name = "bananas"
+
+    def __init__(self, *, seed: int = 0, initial: int = 10, acquisition: str = "its",
+                 beta: float = 0.5, parents: int = 10, candidates: int = 100,
+                 retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
+                 epochs: int = 100, lr: float = 0.01, encoding: str = "path"):
+        super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
+                         retrain_every=retrain_every, members=members, hidden=hidden,
+                         layers=layers, epochs=epochs, lr=lr, encoding=encoding)
+        self.parents = _check_int(self.name, "parents", parents, 1)
+        self.candidates = _check_int(self.name, "candidates", candidates, 1)
+        self._phase = "random"
+
+    def _pool(self) -> list[Architecture]:
+        space = self._require_space()
+        ok = self._ok()
+        order = sorted(range(len(ok)), key=lambda i: (-ok[i][1], i))  # best first, earlier on ties
+        top = [ok[i][0] for i in order[:self.parents]]
+        pool: list[Architecture] = []
+        for parent in top:
+            listed = space.neighbours(parent)
+            if listed:
+                pool += listed
+        per = max(1, self.candidates // len(top))
+        for parent in top:
+            pool += self._mutations(parent, per, max_edits=2)
+        pool += [space.sample(self.rng) for _ in range(max(1, self.candidates // 4))]
+        return self._unseen(pool)
+
+    def ask(self, n: int = 1) -> list[Architecture]:
+        self._require_space()
+        out: list[Architecture] = []
+        while len(out) < n:
+            pool = self._pool() if self._model_ready() else []
+            if pool:
+                self._phase = "model"
+                picks = self._acquire(pool, n - len(out))
+            else:
+                self._phase = "random"
+                picks = [self._random_unseen()]
+            for a in picks:
+                self._remember(a)
+            out += picks
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"phase": self._phase, "fits": self.fits}
+
+
+@register("strategies", "predictor_evolution")
+class PredictorEvolution(_ModelBased):
+    """Regularized evolution whose child is the predictor's pick among ``candidates``
+    mutations of the tournament winner."""
+
+    name = "predictor_evolution"
+
+    def __init__(self, *, seed: int = 0, population_size: int = 20, sample_size: int = 5,
+                 candidates: int = 20, initial: int = 10, acquisition: str = "mean",
+                 beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
+                 layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path"):
+        super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
+                         retrain_every=retrain_every, members=members, hidden=hidden,
+                         layers=layers, epochs=epochs, lr=lr, encoding=encoding)
+        self.population_size = _check_int(self.name, "population_size", population_size, 1)
+        if not 1 <= sample_size <= population_size:
+            raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
+                              f"1..population_size ({population_size})")
+        self.sample_size = sample_size
+        self.candidates = _check_int(self.name, "candidates", candidates, 1)
+        self.population: deque[tuple[Architecture, float]] = deque()
+        self._phase = "random"
+
+    def _after_tell(self, arch: Architecture, score: float | None) -> None:
+        if score is None:
+            return
+        self.population.append((arch, score))
+        while len(self.population) > self.population_size:
+            self.population.popleft()
+
+    def _parent(self) -> Architecture:
+        k = min(self.sample_size, len(self.population))
+        picks = self.rng.choice(len(self.population), size=k, replace=False)
+        best = max(picks, key=lambda i: (self.population[i][1], -i))
+        return self.population[int(best)][0]
+
+    def ask(self, n: int = 1) -> list[Architecture]:
+        self._require_space()
+        out: list[Architecture] = []
+        for _ in range(n):
+            pool = []
+            if self.population and self._model_ready():
+                pool = self._unseen(self._mutations(self._parent(), self.candidates))
+            if pool:
+                self._phase = "model"
+                arch = self._acquire(pool, 1)[0]
+            else:
+                self._phase = "random"
+                arch = self._random_unseen()
+            self._remember(arch)
+            out.append(arch)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"phase": self._phase, "fits": self.fits, "population": len(self.population)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "population": [[str(a), s] for a, s in self.population]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.space is not None:
+            self.population = deque((self.space.parse(t), float(s))
+                                    for t, s in state["population"])
