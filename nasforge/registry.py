@@ -33,6 +33,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "chain": "nasforge.spaces.chain",
         "nb201": "nasforge.spaces.nb201",
         "darts": "nasforge.spaces.darts",
+        "enas_macro": "nasforge.spaces.enas_macro",
     },
     "strategies": {
         "random": "nasforge.strategies.random",
@@ -66,6 +67,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "methods": {
         "multitrial": "nasforge.methods.multitrial",
         "sequential_halving": "nasforge.methods.halving",
+        "enas": "nasforge.methods.enas",
     },
     "predictors": {
         "mlp_ensemble": "nasforge.predictors.neural",

@@ -12,6 +12,12 @@ controller to reproduce them, which makes its hidden state a usable architecture
 :meth:`ReinforceSearch.hidden_state`). Log-probabilities are recomputed by teacher forcing, so
 trials told after a resume, or proposed by someone else, train the controller too.
 
+ENAS's sampling options: ``temperature`` divides the logits, then ``tanh_constant`` (``c > 0``)
+clips them to ``c * tanh(logits)``, so every logit lies in ``(-c, c)`` and no decision's
+probability can collapse to 0 or 1 (ENAS: temperature 5, tanh constant 2.5; ``0`` turns the
+clipping off). ``learn(archs, rewards)`` is the same update with rewards given directly (ENAS
+trains its controller on shared-weight validation accuracy, not on recorded trials).
+
 Several objectives: the reward ``R`` is the scalarisation ``Objectives.scalar``, a weighted sum
 of the oriented objective scores with cost objectives (params, flops, latency_ms,
 train_seconds) on a log10 scale, weight 1 for the first objective and 0.05 for each other
@@ -69,7 +75,8 @@ class ReinforceSearch(Strategy):
                  entropy_weight: float = 0.2, baseline_decay: float = 0.9,
                  reward_transform: Literal["none", "cube"] = "none", reward_scale: float = 1.0,
                  normalize: bool = True, memorization: float = 0.0, buffer_size: int = 100,
-                 memory_batch: int = 8, temperature: float = 1.0, vocab_size: int = 1024):
+                 memory_batch: int = 8, temperature: float = 1.0, tanh_constant: float = 0.0,
+                 vocab_size: int = 1024):
         super().__init__(seed=seed)
         for key, value, ok, expected in (
                 ("hidden_size", hidden_size, hidden_size >= 1, "an integer >= 1"),
@@ -80,6 +87,7 @@ class ReinforceSearch(Strategy):
                 ("buffer_size", buffer_size, buffer_size >= 1, "an integer >= 1"),
                 ("memory_batch", memory_batch, memory_batch >= 1, "an integer >= 1"),
                 ("temperature", temperature, temperature > 0, "> 0"),
+                ("tanh_constant", tanh_constant, tanh_constant >= 0, ">= 0 (0: no clipping)"),
                 ("vocab_size", vocab_size, vocab_size >= 1, "an integer >= 1")):
             if not ok:
                 raise ConfigError(f"reinforce: {key}={value!r}; expected {expected}")
@@ -89,6 +97,7 @@ class ReinforceSearch(Strategy):
         self.baseline_decay, self.reward_transform = baseline_decay, reward_transform
         self.reward_scale, self.normalize, self.memorization = reward_scale, normalize, memorization
         self.memory_batch, self.temperature, self.vocab_size = memory_batch, temperature, vocab_size
+        self.tanh_constant = tanh_constant
         self.generator = torch.Generator().manual_seed(seed)
         self.controller = Controller(vocab_size, hidden_size, self.generator)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
@@ -115,12 +124,22 @@ class ReinforceSearch(Strategy):
         return out
 
     # -- the policy ------------------------------------------------------------------------------
-    def _rollout(self, space: SearchSpace, forced: Sequence[Sequence[Decision]] | None, n: int = 1
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over the vocabulary from LSTM states: divided by ``temperature``, then clipped
+        to ``tanh_constant * tanh(.)`` when ``tanh_constant > 0`` (before masking)."""
+        logits = self.controller.head(hidden) / self.temperature
+        if self.tanh_constant > 0:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _rollout(self, space: SearchSpace, forced: Sequence[Sequence[Decision]] | None, n: int = 1,
+                 trace: list[torch.Tensor] | None = None
                  ) -> tuple[list[list[Decision]], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample ``n`` decision sequences, or follow the ``forced`` ones, as one batch.
 
         Returns the decisions, their log-probabilities and entropies (shape ``(n,)``) and the
         hidden states after reading each sequence's last decision (``(n, hidden_size)``).
+        ``trace``, when given, receives each step's logits of the live rows (before masking).
         """
         if forced is not None:
             n = len(forced)
@@ -154,7 +173,9 @@ class ReinforceSearch(Strategy):
             mask = torch.zeros(len(rows), self.vocab_size, dtype=torch.bool)
             for r, ids_r in enumerate(allowed):
                 mask[r, ids_r] = True
-            logits = self.controller.head(state[0][index]) / self.temperature
+            logits = self.logits(state[0][index])
+            if trace is not None:
+                trace.append(logits.detach())
             log_probs = torch.log_softmax(logits.masked_fill(~mask, -math.inf), dim=1)
             probs = log_probs.exp()
             if forced is None:
@@ -194,16 +215,30 @@ class ReinforceSearch(Strategy):
         with torch.no_grad():
             return self._rollout(space, [space.to_decisions(a) for a in archs])[3].clone()
 
+    def decision_logits(self, arch: Architecture) -> torch.Tensor:
+        """The logits the controller gives at each decision of ``arch`` (teacher forcing),
+        ``(decisions, vocab_size)``, after temperature and tanh clipping, before masking."""
+        space = self._require_space()
+        trace: list[torch.Tensor] = []
+        with torch.no_grad():
+            self._rollout(space, [space.to_decisions(arch)], trace=trace)
+        return torch.cat(trace, 0)
+
     # -- learning ---------------------------------------------------------------------------------
     def _transform(self, score: float) -> float:
         r = self.reward_scale * score
         return r ** 3 if self.reward_transform == "cube" else r
 
     def tell(self, trials: Sequence[Trial]) -> None:
+        scores = [self.reward(t) for t in trials]
+        self.learn([t.arch for t in trials], scores)
+
+    def learn(self, archs: Sequence[Architecture], scores: Sequence[float | None]) -> None:
+        """One policy-gradient step on ``archs`` with their scores (larger is better; None or
+        non-finite ones are skipped); the moving-average baseline and the memory follow."""
         space = self._require_space()
         sequences, advantages = [], []
-        for t in trials:
-            score = self.reward(t)
+        for arch, score in zip(archs, scores):
             reward = None if score is None else self._transform(score)
             if reward is None or not math.isfinite(reward):
                 continue
@@ -215,9 +250,9 @@ class ReinforceSearch(Strategy):
             d, deviation = self.baseline_decay, reward - self.baseline
             self.reward_var = d * self.reward_var + (1 - d) * deviation ** 2  # type: ignore[operator]
             self.baseline = d * self.baseline + (1 - d) * reward
-            sequences.append(space.to_decisions(t.arch))
+            sequences.append(space.to_decisions(arch))
             advantages.append(advantage)
-            self.buffer.append(str(t.arch))
+            self.buffer.append(str(arch))
         if not sequences:
             return
         k = len(sequences)
