@@ -10,6 +10,8 @@ The layer structure, and so the parameter count, is that of the DARTS code's ``o
 - ``skip_connect``: the identity, or ``FactorizedReduce`` when strided.
 - ``none``: zeros (strided like the other edges).
 - ``conv_7x1_1x7``: ReLU, 1x7 and 7x1 convolutions, BN (2-D only; used by AmoebaNet).
+- ``conv_1x1`` / ``conv_3x3`` / ``conv_5x5``: ReLU, a plain KxK convolution, BN (the dense
+  convolutions of DeepNets-1M's operation pool, for the GHN architecture generator).
 
 ``affine=False`` drops the BN scale and shift, as the DARTS supernet does. ``dim`` is the number
 of spatial axes: 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``.
@@ -134,6 +136,9 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_3x3": lambda dim, c, stride, affine: DilConv(dim, c, c, 3, stride, 2, 2, affine),
     "dil_conv_5x5": lambda dim, c, stride, affine: DilConv(dim, c, c, 5, stride, 4, 2, affine),
     "conv_7x1_1x7": _conv_7x1_1x7,
+    "conv_1x1": lambda dim, c, stride, affine: ReLUConvBN(dim, c, c, 1, stride, 0, affine),
+    "conv_3x3": lambda dim, c, stride, affine: ReLUConvBN(dim, c, c, 3, stride, 1, affine),
+    "conv_5x5": lambda dim, c, stride, affine: ReLUConvBN(dim, c, c, 5, stride, 2, affine),
 }
 
 #: operations without parameters (their output is not a learned function of the input)
