@@ -68,6 +68,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "multitrial": "nasforge.methods.multitrial",
         "sequential_halving": "nasforge.methods.halving",
         "enas": "nasforge.methods.enas",
+        "darts": "nasforge.oneshot.darts",
+        "gdas": "nasforge.oneshot.darts",
     },
     "predictors": {
         "mlp_ensemble": "nasforge.predictors.neural",
