@@ -447,9 +447,21 @@ def _show_library_notes() -> None:
     """The library's INFO lines (how a schedule was sized, what is downloaded) go to stderr."""
     import logging
 
+    class _CurrentStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time of the message, so calling ``main``
+        again in one process (tests, notebooks) never writes to a stream closed since."""
+
+        @property
+        def stream(self):  # type: ignore[override]
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
     logger = logging.getLogger("nasforge")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

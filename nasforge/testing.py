@@ -6,6 +6,9 @@ its strategies on a toy space). Both are importable by worker processes.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -118,3 +121,19 @@ class FunctionalEvaluator(Evaluator):
             torch.save({"w": torch.tensor([value])}, path)
             result.artifacts["model"] = str(path)
         return result
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m nasforge ARGS`` in a subprocess (headless plots, one OpenMP thread).
+
+    With ``check`` a non-zero exit raises ``AssertionError`` carrying the command's output, so a
+    failing CLI test shows what the user would have seen.
+    """
+    full_env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc

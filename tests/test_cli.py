@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from nasforge.testing import run_cli
+
 # A small search: the main job's space and task with fewer trials and epochs.
 SMALL = ["--budget", "5", "--seed", "3", "-o", "evaluator.epochs=3", "--quiet"]
 
 
 def nasforge(*args: str, cwd: Path, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_cli(*args, cwd=cwd, check=check, timeout=timeout)
 
 
 def trial_rows(run_dir: Path) -> list[tuple]:

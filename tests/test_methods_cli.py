@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from nasforge.testing import run_cli
+
 # tiny networks (one or two 8-channel layers, digits, 1 epoch) so each trial takes a moment
 TINY = ["-o", "space.features=[8]", "-o", "space.kernels=[3]", "-o", "space.min_conv=1",
         "-o", "space.max_conv=2", "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false",
@@ -23,11 +25,7 @@ ENV = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 
 
 def nasforge(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_cli(*args, cwd=cwd, check=check, timeout=600)
 
 
 def rows(run_dir: Path) -> list[tuple]:

@@ -4,25 +4,20 @@ the exact NB201 parameter counts the table search uses."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from nasforge.testing import run_cli
 
 from nasforge.bench_tables import add_params_column, make_nb201_table, nb201_params
 from nasforge.pareto import dominates
 
 
 def nasforge(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_cli(*args, cwd=cwd, check=check, timeout=300)
 
 
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
