@@ -50,6 +50,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "deep_prior": "nasforge.evaluators.deep_prior",
         "table": "nasforge.evaluators.table",
         "zc": "nasforge.evaluators.zero_cost",
+        "ghn": "nasforge.evaluators.ghn",
     },
     "tasks": {
         "digits": "nasforge.data.builtin",
@@ -70,6 +71,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "enas": "nasforge.methods.enas",
         "darts": "nasforge.oneshot.darts",
         "gdas": "nasforge.oneshot.darts",
+        "ghn_search": "nasforge.methods.ghn_search",
     },
     "predictors": {
         "mlp_ensemble": "nasforge.predictors.neural",
