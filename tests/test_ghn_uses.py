@@ -3,6 +3,7 @@ are arbitrary but deterministic), on digits (a task shipped with scikit-learn)."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,47 @@ def test_ghn_search_ranks_then_trains_top_k(digits, ghn_path):
     assert again.calls == []
     with pytest.raises(ConfigError, match="top_k = 5 is more than candidates = 2"):
         registry.create("methods", "ghn_search", ghn=ghn_path, candidates=2, top_k=5)
+
+
+def test_kshot_subset_and_compare(digits, ghn_path):
+    from nasforge.evaluators.ghn import load_ghn
+    from nasforge.evaluators.train import build_network
+    from nasforge.ghn.uses import kshot_compare, kshot_subset
+
+    x, y = kshot_subset(digits, 3, seed=1)
+    assert torch.bincount(y, minlength=10).tolist() == [3] * 10
+    x2, y2 = kshot_subset(digits, 3, seed=1)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    space = _space()
+    archs = ["[C(8,3,1,1,1), SM(10)]", "[C(16,3,1,1,0), SM(10)]"]
+    models = [(a, lambda a=a: build_network(space, space.parse(a), digits, seed=0)) for a in archs]
+    res = kshot_compare(load_ghn(ghn_path), models, digits, k=2, steps=6, batch_size=8)
+    assert res.names == archs and res.steps == 6  # 3 batches of 8 per epoch
+    assert all(len(v) == 2 for v in (res.predicted, res.random, res.predicted_start, res.random_start))
+    s = res.summary()
+    assert s["archs"] == 2 and 0 <= s["wins"] <= 2 and 0 <= s["predicted"] <= 1
+    assert res.random != res.random_start  # the random baseline was trained
+
+
+def test_property_prediction_and_targets(digits, ghn_path):
+    from nasforge.evaluators.ghn import load_ghn
+    from nasforge.evaluators.train import build_network
+    from nasforge.ghn.uses import (convergence_epoch, graph_embeddings, kendall_tau,
+                                   property_prediction)
+
+    assert convergence_epoch([0.2, 0.5, 0.795, 0.8, 0.7]) == 3
+    assert convergence_epoch([0.9, 0.1]) == 1 and convergence_epoch([]) == 0
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    rng = np.random.default_rng(0)  # planted target: a smooth function of the first feature
+    feats = rng.normal(size=(80, 5))
+    target = np.tanh(feats[:, 0]) + 0.05 * rng.normal(size=80)
+    for reg in ("svr", "ridge", "forest"):
+        out = property_prediction(feats[:50], target[:50], feats[50:], target[50:], regressor=reg)
+        assert out["tau"] > 0.6, reg
+    with pytest.raises(ConfigError, match="regressor 'knn'"):
+        property_prediction(feats[:5], target[:5], feats[5:], target[5:], regressor="knn")
+    space = _space()
+    nets = [build_network(space, space.parse(a), digits, seed=0)
+            for a in ("[C(8,3,1,1,1), SM(10)]", "[C(16,1,1,0,1), P(2,2,0,0), SM(10)]")]
+    emb = graph_embeddings(load_ghn(ghn_path), nets, (1, 8, 8))
+    assert emb.shape == (2, 16) and not np.allclose(emb[0], emb[1])
