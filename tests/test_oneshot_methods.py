@@ -134,3 +134,73 @@ def test_train_evaluator_aux_weight(digits):
     assert aux.metrics["train_loss"] > plain.metrics["train_loss"]  # the auxiliary term is added
     with pytest.raises(ConfigError, match="aux_weight"):
         TrainEvaluator(aux_weight=-1)
+
+
+# -- through the CLI, killed with kill -9 mid-search ------------------------------------------------
+CLI = ["search", "--method", "darts", "--space", "darts", "--task", "digits", "--seed", "1",
+       "-o", "space.C=4", "-o", "space.layers=3", "-o", "space.nodes=2",
+       "-o", "space.ops=[max_pool_3x3, skip_connect, sep_conv_3x3]",
+       "-o", "method.epochs=4", "-o", "method.train_rows=64", "-o", "method.batch_size=16",
+       "-o", "method.order=2", "-o", "method.supernet_val=false", "-o", "method.plots=false",
+       "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false", "--quiet"]
+
+
+def _checkpoint_steps(run_dir):
+    import sqlite3
+
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return [r[0] for r in con.execute("SELECT step FROM checkpoints WHERE method='darts' ORDER BY step")]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+
+    def nasforge(*args):
+        proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"nasforge {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
+
+    def rows(run_dir):
+        con = sqlite3.connect(run_dir / "run.db")
+        try:
+            return con.execute("SELECT id, arch, status, metrics, seed, info FROM trials ORDER BY id").fetchall()
+        finally:
+            con.close()
+
+    nasforge(*CLI, "--out", "full")
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *CLI, "--out", "killed"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if (tmp_path / "killed" / "run.db").exists() and _checkpoint_steps(tmp_path / "killed"):
+                break
+        except sqlite3.OperationalError:
+            pass
+        assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()}"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps = _checkpoint_steps(tmp_path / "killed")
+    assert steps and max(steps) < 4 and not rows(tmp_path / "killed")  # killed mid-search
+    nasforge("search", "--resume", "killed", "--quiet")
+    history = [json.loads((tmp_path / run / "method" / "darts_alphas.json").read_text())["history"]
+               for run in ("full", "killed")]
+    assert [h["normal"] for h in history[1]] == [h["normal"] for h in history[0]]  # same α
+    assert [h["genotype"] for h in history[1]] == [h["genotype"] for h in history[0]]
+    full, resumed = rows(tmp_path / "full"), rows(tmp_path / "killed")
+    assert len(full) == 1 and json.loads(full[0][5])["method"] == "darts"
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in resumed] == [(r[0], r[1], r[2], r[4], r[5]) for r in full]
+    assert json.loads(resumed[0][3])["val_acc"] == json.loads(full[0][3])["val_acc"]
