@@ -72,6 +72,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "darts": "nasforge.oneshot.darts",
         "gdas": "nasforge.oneshot.darts",
         "ghn_search": "nasforge.methods.ghn_search",
+        "ghn": "nasforge.methods.ghn",
     },
     "predictors": {
         "mlp_ensemble": "nasforge.predictors.neural",

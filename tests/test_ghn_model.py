@@ -178,3 +178,62 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(ConfigError, match="ghn3"):
         variant_config("ghn3")
+
+
+def test_decoder_computes_only_the_kept_channels_exactly():
+    ghn = make("ghn1")
+    h = torch.randn(3, ghn.config.hid)
+    full = ghn.decoder.conv(h, 3, 3)
+    part = ghn.decoder.conv(h, 3, 3, 5, 1)
+    assert part.shape == (3, 5, 1, 3, 3)
+    torch.testing.assert_close(part, full[:, :5, :1])
+
+
+class SmallRes(torch.nn.Module):
+    """A residual CNN with batch norm written for the tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.stem(x)))
+        h = h + self.dw(torch.relu(self.conv(h)))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_call_fills_every_parameter_and_estimates_bn_statistics():
+    ghn = GHN(variant_config("ghn2", input_shape=(1, 8, 8), num_classes=10))
+    model = SmallRes()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = ghn.graph_of(model)
+    expected = ghn.predict([g])[0]
+    assert set(expected) == {k for k, _ in model.named_parameters()}
+    x = torch.randn(64, 1, 8, 8) * 2 + 1  # test data: generated
+    assert ghn(model, bn_data=x) is model
+    for name, p in model.named_parameters():
+        assert not torch.equal(p, before[name]), name
+        torch.testing.assert_close(p.data, expected[name].detach())
+    assert model.training  # the mode is kept
+    with torch.no_grad():  # running statistics = the batch's statistics of the stem output
+        stem = model.stem(x)
+    torch.testing.assert_close(model.bn.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert model.bn.num_batches_tracked.item() == 1
+
+
+def test_gradient_reaches_ghn_through_a_functional_forward():
+    from nasforge.ghn.train import predicted_forward
+
+    ghn = GHN(variant_config("ghn2", input_shape=(1, 8, 8), num_classes=10))
+    model = SmallRes()
+    params = ghn.predict_params(model)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))  # test data: generated
+    loss = torch.nn.functional.cross_entropy(predicted_forward(model, params, x), y)
+    loss.backward()
+    assert ghn.op_embed.weight.grad.abs().sum() > 0
+    assert ghn.gnn.gru.weight_hh.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())  # the module's own weights unused

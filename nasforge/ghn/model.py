@@ -126,6 +126,10 @@ def variant_config(variant: str = "ghn2", **overrides: Any) -> GHNConfig:
         if variant == "ghn2" else dict(ve_cutoff=1, normalize=False, layernorm=False,
                                        message_passing=variant != "mlp")
     base.update(overrides)
+    if "primitives" not in base:
+        from .graph import PRIMITIVES
+
+        base["primitives"] = PRIMITIVES
     return GHNConfig(variant=variant, **base)
 
 
@@ -208,7 +212,7 @@ class GraphTensors:
 
 def classifier_params(g: GraphTensors) -> tuple[int | None, int | None]:
     """Indices (in ``g.params``) of the classifier weight and bias: the two-dimensional weight
-    of the last node in topological order that owns one, and that node's bias."""
+    of the last node in topological order that owns one, and the bias of the same module."""
     w_idx = None
     for i, p in enumerate(g.params):
         if p.kind == "weight" and len(p.shape) == 2 and (w_idx is None
@@ -216,8 +220,9 @@ def classifier_params(g: GraphTensors) -> tuple[int | None, int | None]:
             w_idx = i
     if w_idx is None:
         return None, None
-    node = g.params[w_idx].node
-    b_idx = next((i for i, p in enumerate(g.params) if p.node == node and p.kind == "bias"), None)
+    prefix = g.params[w_idx].name.rsplit(".", 1)[0]
+    b_idx = next((i for i, p in enumerate(g.params)
+                  if p.kind == "bias" and p.name.rsplit(".", 1)[0] == prefix), None)
     return w_idx, b_idx
 
 
@@ -273,6 +278,15 @@ def _groups(levels: torch.Tensor) -> list[torch.Tensor]:
     return [g for g in torch.split(order, counts) if g.numel()]
 
 
+class _GRUCell(nn.GRUCell):
+    """``nn.GRUCell`` whose initialisation can draw from a generator (``seeded_module``)."""
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for w in self.parameters(recurse=False):
+            nn.init.uniform_(w, -stdv, stdv, generator=generator)
+
+
 class GatedGNN(nn.Module):
     """GHN-2's gated graph network, ``T = 1``: forward then backward sweep, level-batched."""
 
@@ -280,7 +294,7 @@ class GatedGNN(nn.Module):
         super().__init__()
         self.mlp = _mlp([hid, hid, hid])
         self.mlp_ve = _mlp([hid, hid, hid]) if virtual_edges else None
-        self.gru = nn.GRUCell(hid, hid)
+        self.gru = _GRUCell(hid, hid)
 
     def _sweep(self, h: torch.Tensor, adj: torch.Tensor, ve: torch.Tensor | None,
                levels: list[torch.Tensor]) -> torch.Tensor:
@@ -332,14 +346,25 @@ class Decoder(nn.Module):
         self.class_weight = nn.Linear(co, num_classes)
         self.class_bias = nn.Linear(co, num_classes)
 
-    def conv(self, h: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-        """``[P, hid]`` -> ``[P, co, ci, kh, kw]`` (``kh, kw`` at most the maximum): the
-        centre ``kh x kw`` positions of the ``max_shape`` output."""
-        co, ci, KH, KW = self.max_shape
-        x = F.relu(self.fc(h)).view(h.shape[0], self.width, KH, KW)
+    def conv(self, h: torch.Tensor, kh: int, kw: int, co: int | None = None,
+             ci: int | None = None) -> torch.Tensor:
+        """``[P, hid]`` -> ``[P, co, ci, kh, kw]``: the centre ``kh x kw`` positions and the
+        first ``co x ci`` channels of the ``max_shape`` output (each at most the maximum).
+
+        Only what is kept is computed: the rows of ``fc`` for those positions and of ``conv2``
+        for those channels (the 1x1 convolutions act per position), the same numbers as
+        slicing the full output, for a fraction of the cost."""
+        CO, CI, KH, KW = self.max_shape
+        co, ci = co or CO, ci or CI
         r, c = (KH - kh) // 2, (KW - kw) // 2
-        x = x[:, :, r:r + kh, c:c + kw].permute(0, 2, 3, 1)  # [P, kh, kw, width]
-        x = self.conv2(F.relu(self.conv1(x)))  # [P, kh, kw, co * ci]
+        w = self.fc.weight.view(self.width, KH, KW, -1)[:, r:r + kh, c:c + kw]
+        b = self.fc.bias.view(self.width, KH, KW)[:, r:r + kh, c:c + kw]
+        x = F.relu(F.linear(h, w.permute(1, 2, 0, 3).reshape(kh * kw * self.width, -1),
+                            b.permute(1, 2, 0).reshape(-1)))
+        x = F.relu(self.conv1(x.view(h.shape[0], kh, kw, self.width)))
+        w2 = self.conv2.weight.view(CO, CI, -1)[:co, :ci].reshape(co * ci, -1)
+        b2 = self.conv2.bias.view(CO, CI)[:co, :ci].reshape(-1)
+        x = F.linear(x, w2, b2)  # [P, kh, kw, co * ci]
         return x.view(h.shape[0], kh, kw, co, ci).permute(0, 3, 4, 1, 2)
 
     def one_d(self, h: torch.Tensor) -> torch.Tensor:
@@ -465,26 +490,27 @@ class GHN(nn.Module):
         """Every requested parameter of every graph from the node states ``h``."""
         dec, cfg = self.decoder, self.config
         out: list[dict[str, torch.Tensor]] = [{} for _ in graphs]
-        conv_jobs: dict[tuple[int, int], list[tuple[int, int, ParamRequest, bool]]] = {}
+        conv_jobs: dict[tuple[int, ...], list[tuple[int, int, ParamRequest, bool]]] = {}
         one_d_jobs: list[tuple[int, int, ParamRequest, bool]] = []
+        CO, CI, KH, KW = cfg.max_shape
         off = 0
         for gi, g in enumerate(graphs):
             cls_w, cls_b = classifier_params(g)
             for pi, p in enumerate(g.params):
                 row = off + p.node
                 if len(p.shape) >= 2:
-                    _, _, kh, kw = canonical4(p.shape)
-                    key = (1, 1) if pi == cls_w else (min(kh, cfg.max_shape[2]),
-                                                      min(kw, cfg.max_shape[3]))
+                    co, ci, kh, kw = canonical4(p.shape)
+                    key = (1, 1, CO, min(ci, CI)) if pi == cls_w else \
+                        (min(kh, KH), min(kw, KW), min(co, CO), min(ci, CI))
                     conv_jobs.setdefault(key, []).append((gi, row, p, pi == cls_w))
                 else:
                     one_d_jobs.append((gi, row, p, pi == cls_b))
             off += g.num_nodes
-        for (kh, kw), jobs in conv_jobs.items():
+        for (kh, kw, co, ci), jobs in conv_jobs.items():
             rows = torch.tensor([j[1] for j in jobs])
-            ws = dec.conv(h[rows], kh, kw)  # [P, co, ci, kh, kw]
+            ws = dec.conv(h[rows], kh, kw, co, ci)  # [P, co, ci, kh, kw]
             for (gi, _, p, is_cls), w in zip(jobs, ws):
-                if is_cls:  # [co, ci] -> [classes, ci]
+                if is_cls:  # [CO, ci] -> [classes, ci]
                     w = dec.class_weight(F.relu(w[:, :, 0, 0]).t()).t()[:, :, None, None]
                 w = tile_crop(w, canonical4(p.shape)).reshape(p.shape)
                 out[gi][p.name] = normalize_param(w, p.kind) if cfg.normalize else w
