@@ -29,7 +29,7 @@ from .errors import ArchitectureError
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import ArchGraph
 
-TaskKind = Literal["image", "series", "segmentation"]
+TaskKind = Literal["image", "series", "segmentation", "language"]
 Decision = Hashable
 
 
@@ -43,7 +43,9 @@ class Task:
 
     ``train``, ``val`` and ``test`` are ``(x, y)`` tensor pairs; ``x`` is float32 of shape
     ``(N, *input_shape)`` (already normalised), ``y`` int64 class indices. ``input_shape`` is
-    ``(C, H, W)`` for images and ``(C, L)`` for series.
+    ``(C, H, W)`` for images and ``(C, L)`` for series. A ``language`` task (language modelling)
+    holds int64 token windows: ``x`` ``(N, T)`` and ``y`` ``(N, T)`` the next token of each
+    position; ``input_shape`` is ``(T,)`` and ``num_classes`` the vocabulary size.
     """
 
     name: str

@@ -34,6 +34,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "nb201": "nasforge.spaces.nb201",
         "darts": "nasforge.spaces.darts",
         "enas_macro": "nasforge.spaces.enas_macro",
+        "enas_rnn": "nasforge.spaces.enas_rnn",
     },
     "strategies": {
         "random": "nasforge.strategies.random",
@@ -60,6 +61,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "cifar10": "nasforge.data.builtin",
         "cifar100": "nasforge.data.builtin",
         "arrays": "nasforge.data.builtin",
+        "ptb": "nasforge.data.ptb",
     },
     "executors": {
         "local": "nasforge.run.executors",

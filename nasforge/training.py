@@ -14,9 +14,12 @@ What the engine does, by ``TrainConfig``:
   optional ``label_smoothing``; metrics ``acc``, ``top{k}_acc`` for ``config.top_k``,
   ``macro_f1``, ``loss``), ``segmentation`` (per-pixel cross-entropy ignoring
   ``config.ignore_index``; ``acc`` = pixel accuracy, ``miou`` = mean IoU over the classes present
-  in labels or predictions, ``loss``), ``regression`` (mean squared error; ``mse``, ``loss``).
-  Each kind monitors one validation metric (``acc``, ``miou``, ``mse``; ``config.monitor``
-  overrides) for the best epoch, ``restore_best`` and DP-NAS early stopping.
+  in labels or predictions, ``loss``), ``regression`` (mean squared error; ``mse``, ``loss``),
+  ``language`` (language modelling: outputs ``(N, T, vocab)`` for token targets ``(N, T)``,
+  cross-entropy per token; ``ppl`` = exp of the mean token cross-entropy, ``acc`` = next-token
+  accuracy, ``loss``; whole splits are scored chunk by chunk, never holding all outputs).
+  Each kind monitors one validation metric (``acc``, ``miou``, ``mse``, ``ppl``;
+  ``config.monitor`` overrides) for the best epoch, ``restore_best`` and DP-NAS early stopping.
 - **Optimizers**: Adam / AdamW / SGD over the model's trainable parameters or over parameter
   groups (``parameters=[{"params": ..., "lr": ...}, ...]``), or any ``torch.optim`` optimizers
   given by name (``optimizers={"weights": ..., "alpha": ...}``); ``step_optimizers`` names those
@@ -102,8 +105,8 @@ from torch import nn
 from .errors import ConfigError, DataError
 
 Data = tuple[torch.Tensor, torch.Tensor]
-Kind = Literal["classification", "segmentation", "regression"]
-KINDS: tuple[str, ...] = ("classification", "segmentation", "regression")
+Kind = Literal["classification", "segmentation", "regression", "language"]
+KINDS: tuple[str, ...] = ("classification", "segmentation", "regression", "language")
 CHECKPOINT_VERSION = 1
 M = TypeVar("M", bound=nn.Module)
 
@@ -121,7 +124,7 @@ class TrainConfig:
     """How the engine trains: optimizer, schedule, batch size, epochs, loss, early stop, precision.
 
     ``kind`` chooses loss and metrics (see the module docstring); ``monitor`` the validation
-    metric that picks the best epoch (default per kind: ``acc``, ``miou``, ``mse``).
+    metric that picks the best epoch (default per kind: ``acc``, ``miou``, ``mse``, ``ppl``).
     ``early_stop_epoch`` is 1-based: after that many epochs, training stops if the monitored
     validation metric is worse than ``early_stop_threshold`` (DP-NAS). ``max_chunk`` caps the
     micro-batch size (``None``: whole batches, split only when memory runs out).
@@ -202,9 +205,13 @@ class TrainConfig:
 
     def for_task(self, task_kind: str) -> "TrainConfig":
         """This config with the loss and metrics of a ``Task.kind``: ``segmentation`` tasks get
-        ``kind="segmentation"``, image and series tasks keep this config's kind."""
+        ``kind="segmentation"``, ``language`` tasks ``kind="language"``, image and series tasks
+        keep this config's kind."""
         if task_kind == "segmentation" and self.kind != "segmentation":
             return dataclasses.replace(self, kind="segmentation", top_k=())
+        if task_kind == "language" and self.kind != "language":
+            monitor = self.monitor if self.monitor in ("ppl", "acc", "loss") else None
+            return dataclasses.replace(self, kind="language", top_k=(), monitor=monitor)
         return self
 
 
@@ -246,15 +253,18 @@ class Criterion:
         self.label_smoothing = float(config.label_smoothing)
         self.top_k = tuple(config.top_k)
         self.ignore_index = int(config.ignore_index)
-        default = {"classification": "acc", "segmentation": "miou", "regression": "mse"}
+        default = {"classification": "acc", "segmentation": "miou", "regression": "mse",
+                   "language": "ppl"}
         self.monitor = config.monitor or default[self.kind]
-        self.maximize = self.monitor not in ("mse", "loss")
+        self.maximize = self.monitor not in ("mse", "loss", "ppl")
 
     def metric_names(self) -> list[str]:
         if self.kind == "classification":
             return ["acc", *[f"top{k}_acc" for k in self.top_k], "macro_f1", "loss"]
         if self.kind == "segmentation":
             return ["acc", "miou", "loss"]
+        if self.kind == "language":
+            return ["ppl", "acc", "loss"]
         return ["mse", "loss"]
 
     def _regression_target(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -268,6 +278,9 @@ class Criterion:
     def loss(self, out: torch.Tensor, y: torch.Tensor, *, training: bool = True) -> torch.Tensor:
         """The mean loss of a batch (label smoothing only while training)."""
         smoothing = self.label_smoothing if training else 0.0
+        if self.kind == "language":  # (N, T, vocab) against (N, T): mean over every token
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1),
+                                   label_smoothing=smoothing)
         if self.kind == "classification":
             if smoothing:
                 return F.cross_entropy(out, y, label_smoothing=smoothing)
@@ -281,6 +294,8 @@ class Criterion:
         """(correct predictions, labels counted) of a training batch; None for regression."""
         if self.kind == "classification":
             return (out.argmax(1) == y).sum(), y.numel()
+        if self.kind == "language":
+            return (out.argmax(-1) == y).sum(), y.numel()
         if self.kind == "segmentation":
             keep = y != self.ignore_index
             return ((out.argmax(1) == y) & keep).sum(), int(keep.sum())
@@ -292,6 +307,8 @@ class Criterion:
         if self.kind == "regression":
             mse = F.mse_loss(out, self._regression_target(out, y)).item()
             return {"mse": mse, "loss": mse}
+        if self.kind == "language":
+            return self.language_metrics(*self.language_sums(out, y))
         loss = self.loss(out, y, training=False).item()
         pred = out.argmax(1)
         classes = out.shape[1]
@@ -316,6 +333,41 @@ class Criterion:
         iou = conf.diag().double()[present] / union[present].double()
         return {"acc": acc, "miou": iou.mean().item() if present.any() else math.nan,
                 "loss": loss}
+
+
+    @staticmethod
+    def language_sums(out: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """(summed token cross-entropy, correct next tokens, tokens) of a chunk of outputs."""
+        y = y.to(out.device)
+        ce = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1),
+                             reduction="sum").item()
+        return ce, int((out.argmax(-1) == y).sum()), y.numel()
+
+    @staticmethod
+    def language_metrics(ce_sum: float, correct: int, tokens: int) -> dict[str, float]:
+        """``ppl`` = exp(mean token cross-entropy), next-token ``acc`` and ``loss``."""
+        loss = ce_sum / tokens
+        return {"ppl": math.exp(loss) if loss < 700 else math.inf, "acc": correct / tokens,
+                "loss": loss}
+
+
+def split_metrics(model: nn.Module, data: Data, criterion: Criterion, *, batch_size: int,
+                  device: torch.device, amp: bool = False) -> dict[str, float]:
+    """Every metric of ``criterion.kind`` on a whole split; language models chunk by chunk."""
+    if criterion.kind != "language":
+        out = predict_batches(model, data[0], batch_size=batch_size, device=device,
+                              amp=amp).float()
+        return criterion.metrics(out, data[1])
+    x, y = data
+    if x.shape[0] == 0:
+        raise DataError("cannot score an empty split; expected at least one row")
+    ce, correct, tokens = 0.0, 0, 0
+    for start in range(0, x.shape[0], batch_size):
+        out = predict_batches(model, x[start:start + batch_size], batch_size=batch_size,
+                              device=device, amp=amp)
+        part = criterion.language_sums(out, y[start:start + batch_size])
+        ce, correct, tokens = ce + part[0], correct + part[1], tokens + part[2]
+    return criterion.language_metrics(ce, correct, tokens)
 
 
 def confusion(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
@@ -592,10 +644,8 @@ def evaluate_metrics(model: nn.Module, data: Data, config: TrainConfig | None = 
                      device: str | torch.device = "cpu") -> dict[str, float]:
     """Every metric of ``config.kind`` (default: classification) of ``model`` on ``data``."""
     config = config or TrainConfig()
-    dev = resolve_device(device)
-    out = predict_batches(model, data[0], batch_size=config.eval_batch_size, device=dev,
-                          amp=config.amp).float()
-    return Criterion(config).metrics(out, data[1])
+    return split_metrics(model, data, Criterion(config), batch_size=config.eval_batch_size,
+                         device=resolve_device(device), amp=config.amp)
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -876,9 +926,9 @@ class Engine:
 
     def evaluate(self, data: Data) -> dict[str, float]:
         """Every metric of the task kind on ``data`` (eval mode, no gradients)."""
-        out = predict_batches(self.model, data[0], batch_size=self.config.eval_batch_size,
-                              device=self.device, amp=self.amp).float()
-        return self.criterion.metrics(out, data[1])
+        return split_metrics(self.model, data, self.criterion,
+                             batch_size=self.config.eval_batch_size, device=self.device,
+                             amp=self.amp)
 
     def set_lr(self, step: int, total_steps: int) -> None:
         """Cosine learning rate of the stepped optimizers' groups at ``step``."""
@@ -1151,6 +1201,6 @@ def fit(model: nn.Module, train: Data, val: Data | None, config: TrainConfig, *,
 
 
 __all__ = ["TrainConfig", "FitResult", "TrainingDiverged", "Engine", "Callback", "BatchStream",
-           "Criterion", "fit", "evaluate", "evaluate_metrics", "predict_batches", "train_step",
+           "Criterion", "split_metrics", "fit", "evaluate", "evaluate_metrics", "predict_batches", "train_step",
            "optimizer_step", "make_optimizer", "cosine_lr", "resolve_device", "seeded_module",
            "reset_parameters", "dropout_from", "confusion", "is_out_of_memory", "KINDS"]

@@ -114,9 +114,10 @@ class TrainEvaluator(Evaluator):
 
     Training runs on ``nasforge.training``'s engine: the loss and metrics follow the task's kind
     (a ``segmentation`` task trains with per-pixel cross-entropy, picks the best epoch by mean
-    IoU and adds ``val_miou`` / ``test_miou``); ``label_smoothing``, ``grad_clip``, ``device``
-    (``cpu``, ``cuda``, ``cuda:N``, ``auto``) and ``amp`` (mixed precision, CUDA only) pass
-    through to it. Weights are initialised from a generator seeded by the trial seed; torch's
+    IoU and adds ``val_miou`` / ``test_miou``; a ``language`` task picks it by perplexity and
+    adds ``val_ppl`` / ``test_ppl``, ``val_acc`` being next-token accuracy); ``label_smoothing``,
+    ``grad_clip``, ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) and ``amp`` (mixed
+    precision, CUDA only) pass through to it. Weights are initialised from a generator seeded by the trial seed; torch's
     global RNG is never used.
 
     ``aux_weight`` > 0 trains an auxiliary head when the network has one (a darts network built
@@ -217,6 +218,9 @@ class TrainEvaluator(Evaluator):
             if config.kind == "segmentation":  # the monitored metric, and its test value
                 metrics["val_miou"] = fitted.best_metrics.get("miou", math.nan)
                 metrics["test_miou"] = test["miou"]
+            if config.kind == "language":  # perplexity picks the epoch; next-token acc as val_acc
+                metrics["val_ppl"] = fitted.best_metrics.get("ppl", math.nan)
+                metrics["test_ppl"] = test["ppl"]
             result = TrialResult(metrics=metrics, curves=curves, cost=cost)
             if workdir is not None:
                 stage = "saving the model"

@@ -1,0 +1,91 @@
+"""Penn Treebank task: tokenisation, vocabulary and BPTT windows on tiny files these tests write
+themselves (no PTB files exist in CI), the missing-file message, and sha256-verified downloads
+from a static server the test starts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+from test_data_download import server  # noqa: F401  (the loopback file server fixture)
+
+from nasforge.data import load_task
+from nasforge.data.ptb import bptt_windows
+from nasforge.errors import ConfigError, DataError
+
+CORPUS = {  # generated text in the PTB layout: one sentence per line, <unk> already present
+    "ptb.train.txt": " the cat sat \n the dog <unk> sat \n",
+    "ptb.valid.txt": " the cat ran \n",
+    "ptb.test.txt": " a dog sat \n",
+}
+
+
+def _write(folder, corpus=CORPUS):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in corpus.items():
+        (folder / name).write_text(text)
+    return {name: hashlib.sha256(text.encode()).hexdigest() for name, text in corpus.items()}
+
+
+def test_tokens_vocabulary_and_windows_are_known(tmp_path):
+    _write(tmp_path)
+    task = load_task("ptb", root=str(tmp_path), bptt=3)
+    # vocabulary in order of first appearance: the cat sat <eos> dog <unk>
+    assert task.class_names == ["the", "cat", "sat", "<eos>", "dog", "<unk>"]
+    assert task.kind == "language" and task.input_shape == (3,) and task.num_classes == 6
+    # train ids: the cat sat <eos> the dog <unk> sat <eos> = 0 1 2 3 0 4 5 2 3 (9 tokens)
+    assert task.train[0].tolist() == [[0, 1, 2], [3, 0, 4]]
+    assert task.train[1].tolist() == [[1, 2, 3], [0, 4, 5]]
+    # valid: the cat ran(<unk>) <eos>; test: a(<unk>) dog sat <eos>
+    assert task.val[0].tolist() == [[0, 1, 5]] and task.val[1].tolist() == [[1, 5, 3]]
+    assert task.test[0].tolist() == [[5, 4, 2]] and task.test[1].tolist() == [[4, 2, 3]]
+    x, y = bptt_windows(torch.arange(10), 4)
+    assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]] and y.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_missing_file_and_bad_options_are_named(tmp_path):
+    corpus = dict(CORPUS)
+    del corpus["ptb.valid.txt"]
+    _write(tmp_path, corpus)
+    with pytest.raises(DataError, match=f"{tmp_path} lacks ptb.valid.txt"):
+        load_task("ptb", root=str(tmp_path))
+    with pytest.raises(DataError, match="does not exist"):
+        load_task("ptb", root=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="bptt=0"):
+        load_task("ptb", root=str(tmp_path), bptt=0)
+    with pytest.raises(ConfigError, match="needs checksums"):
+        load_task("ptb", root=str(tmp_path), download=True)
+    _write(tmp_path)
+    with pytest.raises(DataError, match="no window of bptt=50"):
+        load_task("ptb", root=str(tmp_path), bptt=50)
+
+
+def test_download_verified_and_mismatch_leaves_nothing(tmp_path, server):  # noqa: F811
+    served, url, requests = server
+    table = _write(served)
+    bad = dict(table, **{"ptb.test.txt": "0" * 64})
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="sha256"):
+        load_task("ptb", root=str(root), download=True, mirror=url, checksums=bad)
+    # the two verified files stay, the mismatching one is not there, nor any partial file
+    assert sorted(p.name for p in root.iterdir()) == ["ptb.train.txt", "ptb.valid.txt"]
+    task = load_task("ptb", root=str(root), bptt=3, download=True, mirror=url, checksums=table)
+    assert sorted(p.name for p in root.iterdir()) == sorted(CORPUS)
+    assert task.train[0].tolist() == [[0, 1, 2], [3, 0, 4]]
+    assert requests.count("/ptb.test.txt") == 2 and requests.count("/ptb.train.txt") == 1
+
+
+def test_train_evaluator_reports_perplexity(tmp_path):
+    from nasforge.evaluators.train import TrainEvaluator
+    from nasforge.spaces.enas_rnn import EnasRnnSpace
+
+    _write(tmp_path)
+    task = load_task("ptb", root=str(tmp_path), bptt=2)
+    space = EnasRnnSpace(num_nodes=2, hidden=4)
+    result = TrainEvaluator(epochs=2, batch_size=2, measure_latency=False).evaluate(
+        space.parse("0:tanh 1:relu"), space, task, seed=0)
+    assert result.status == "ok", result.reason
+    assert math.isfinite(result.metrics["val_ppl"]) and result.metrics["val_ppl"] > 1
+    assert result.metrics["test_ppl"] == pytest.approx(math.exp(result.metrics["test_loss"]))
