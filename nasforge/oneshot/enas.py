@@ -97,6 +97,15 @@ register_shared("enas_macro", MacroSupernet)
 register_shared("darts", DartsShared)
 
 
+def _recurrent(space: Any, task: Task) -> nn.Module:
+    from .enas_rnn import RecurrentSupernet  # the recurrent cell space's supernet (its own module)
+
+    return RecurrentSupernet(space, task)
+
+
+register_shared("enas_rnn", _recurrent)
+
+
 @contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[None]:
     """Batch norm normalises with each batch's statistics and leaves its running averages as
