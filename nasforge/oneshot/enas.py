@@ -7,8 +7,9 @@ parameter tensor.
 
 - ``enas_macro``: :class:`MacroSupernet`, the macro space's encoder holding all six operations
   per layer (``nasforge.spaces.enas_macro.MacroEncoder``), and a linear head.
-- ``darts`` (ENAS micro): :class:`DartsShared`, the DARTS supernet of ``nasforge.oneshot``
-  driven with the one-hot weights of a genotype (zero-weight operations are skipped).
+- ``darts`` (ENAS micro): :class:`DartsShared`, the DARTS supernet of
+  ``nasforge.oneshot.supernet`` driven with the one-hot weights of a genotype (zero-weight
+  operations are not computed).
 
 Other spaces plug in with :func:`register_shared` (the recurrent cell space does). Scores with
 shared weights use batch statistics in batch norm (the running averages of a supernet mix every
@@ -69,28 +70,30 @@ class MacroSupernet(nn.Module):
 
 
 class DartsShared(nn.Module):
-    """ENAS micro: the DARTS supernet run with the one-hot weights of a sampled genotype."""
+    """ENAS micro: the DARTS supernet (``nasforge.oneshot.supernet``) run with the one-hot
+    weights of the sampled genotype, so only the genotype's operations compute."""
 
     def __init__(self, space: Any, task: Task):
         super().__init__()
-        from .darts import SuperNet
+        from .supernet import SuperNet
 
-        space._dims(task)
-        shape = tuple(task.input_shape)
         self.space = space
-        self.supernet = SuperNet(list(space.ops), space.C, space.layers, task.num_classes,
-                                 shape[0], dims=len(shape) - 1, nodes=space.nodes,
-                                 stem_multiplier=space.stem_multiplier)
+        self.supernet = SuperNet.from_space(space, task)
         self.weights: dict[str, torch.Tensor] | None = None
 
     def use(self, arch: Architecture) -> None:
         self.weights = self.supernet.weights_for(self.space._check(arch))
 
+    def op(self, cell: int, edge: tuple[int, int], name: str) -> nn.Module:
+        """The shared module of operation ``name`` on ``edge`` (node state, input state) of
+        cell number ``cell``."""
+        e = self.supernet.edges.index(edge)
+        return self.supernet.cells[cell].edges[e].ops[self.supernet.op_names.index(name)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
             raise RuntimeError("darts: no genotype set; call use(genotype) first")
-        out = self.supernet(x, self.weights)
-        return out[0] if isinstance(out, tuple) else out
+        return self.supernet(x, self.weights)
 
 
 register_shared("enas_macro", MacroSupernet)
