@@ -1,0 +1,148 @@
+"""Time to predict every parameter of a network with a GHN, per network, on the CPU.
+
+    python benchmarks/ghn_predict_time.py [--ghn PATH] [--archs 20] [--threads 2] [--method auto]
+
+Networks: ``--archs`` random architectures of each of nasforge's default spaces with their
+default options (chain on digits 1x8x8, NAS-Bench-201 C=16 N=5 on 3x32x32, DARTS C=16 8 cells
+on 3x32x32), and a ResNet-18 written here (CIFAR variant: 3x3 stem, 4 stages of 2 basic blocks,
+11.2M parameters, on 3x32x32). Per network: ``graph`` (tracing the module into a graph),
+``predict`` (the GHN's forward pass: message passing and decoding of every parameter) and
+``fill`` = graph + predict + writing the parameters into the module (batch-norm statistics
+excluded: they are a few forward passes of the network itself). Without ``--ghn`` an untrained
+GHN-2 (hid 32, as GHN-2) is used: the time does not depend on the weights.
+The issue's targets: under 0.1 s per network of the default spaces, under 1 s for a
+ResNet-18-sized module, on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasforge.core import Task
+from nasforge.ghn.graph import PRIMITIVES, build_graph
+from nasforge.ghn.model import GHN, GraphTensors, variant_config, write_params
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs (He et al. 2016; the usual CIFAR stem)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _task(shape: tuple[int, ...]) -> Task:
+    empty = (torch.zeros(0, *shape), torch.zeros(0, dtype=torch.long))
+    return Task("shape", "image", shape, 10, empty, empty, empty)
+
+
+def networks(n: int, seed: int) -> list[tuple[str, tuple[int, ...], nn.Module]]:
+    from nasforge.spaces.chain import ChainSpace
+    from nasforge.spaces.darts import DartsSpace
+    from nasforge.spaces.nb201 import NB201Space
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, space, shape in (("chain", ChainSpace(input_shape=(1, 8, 8)), (1, 8, 8)),
+                               ("nb201", NB201Space(), (3, 32, 32)),
+                               ("darts", DartsSpace(), (3, 32, 32))):
+        for _ in range(n):
+            out.append((name, shape, space.build(space.sample(rng), _task(shape))))
+    out.append(("resnet18", (3, 32, 32), ResNet18()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ghn", default=None, help="a GHN file (default: an untrained GHN-2, hid 32)")
+    ap.add_argument("--archs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method", default="auto", choices=("auto", "autograd", "fx"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.ghn:
+        from nasforge.ghn import load
+        ghn = load(args.ghn)
+    else:
+        gen = torch.Generator().manual_seed(0)
+        ghn = GHN(variant_config("ghn2", hid=32, primitives=PRIMITIVES, num_classes=10))
+        with torch.no_grad():
+            for p in ghn.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    ghn.eval()
+    nets = networks(args.archs, args.seed)
+    # warm up (imports, allocator) on one network of each kind
+    for kind in ("chain", "nb201", "darts", "resnet18"):
+        name, shape, model = next(t for t in nets if t[0] == kind)
+        with torch.no_grad():
+            ghn.predict([GraphTensors.from_graph(build_graph(model, shape,
+                                                              method=args.method))])
+    rows: dict[str, dict[str, list[float]]] = {}
+    for name, shape, model in nets:
+        t0 = time.perf_counter()
+        graph = build_graph(model, shape, method=args.method)
+        gt = GraphTensors.from_graph(graph)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            params = ghn.predict([gt])[0]
+        t2 = time.perf_counter()
+        write_params(model, params)
+        t3 = time.perf_counter()
+        r = rows.setdefault(name, {"graph": [], "predict": [], "fill": [], "nodes": [], "params": []})
+        r["graph"].append(t1 - t0)
+        r["predict"].append(t2 - t1)
+        r["fill"].append(t3 - t0)
+        r["nodes"].append(graph.num_nodes)
+        r["params"].append(graph.n_params)
+    print(f"# ghn_predict_time  {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  torch {torch.__version__}  "
+          f"threads {args.threads}  {platform.processor() or platform.machine()}  method {args.method}  "
+          f"ghn {args.ghn or 'untrained GHN-2 hid 32'}")
+    print(f"{'networks':10s} {'n':>3s} {'nodes':>7s} {'params':>11s} {'graph s':>9s} {'predict s':>10s} "
+          f"{'fill s (median)':>16s} {'fill s (max)':>13s}")
+    for name, r in rows.items():
+        print(f"{name:10s} {len(r['fill']):3d} {statistics.mean(r['nodes']):7.0f} "
+              f"{statistics.mean(r['params']):11,.0f} {statistics.median(r['graph']):9.3f} "
+              f"{statistics.median(r['predict']):10.3f} {statistics.median(r['fill']):16.3f} "
+              f"{max(r['fill']):13.3f}")
+
+
+if __name__ == "__main__":
+    main()
