@@ -75,6 +75,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "gdas": "nasforge.oneshot.darts",
         "ghn_search": "nasforge.methods.ghn_search",
         "ghn": "nasforge.methods.ghn",
+        "darts_cc": "nasforge.methods.darts_cc",
     },
     "predictors": {
         "mlp_ensemble": "nasforge.predictors.neural",

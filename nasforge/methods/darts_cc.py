@@ -1,0 +1,432 @@
+"""Method ``darts_cc``: one search, a family of architectures from large to small.
+
+DARTS with structure complexity control (the DARTS-CC reference code; see ``docs/darts.md``,
+section DARTS-CC). The architecture parameters are a function α(λ) of a complexity parameter
+λ given by a hypernetwork (``nasforge.oneshot.dartscc``), and the supernet
+(``nasforge.oneshot.supernet.SuperNet``) is trained with per-sample Gumbel-softmax weights:
+
+1. **Search.** The run's training data is split into a weight half and an architecture half
+   (``arch_fraction``; the run's validation split is not touched by the search). Every step
+   draws λ log-uniformly in ``[lambda_min, lambda_max]`` (once per step, the same λ for both
+   steps), takes an architecture step on an architecture batch with the loss
+   ``CE + λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))·#params(op)`` (first order: the gradient at
+   the current weights; ``order: 2``: DARTS's unrolled second-order step with the finite-
+   difference Hessian-vector product of ``nasforge.oneshot.architect``), then a weight step on a
+   weight batch, both with the per-sample Gumbel-softmax weights of α(λ̃) at temperature
+   ``max(tau_min, 1 - tau_decay · epoch)``. Weights: SGD (lr 0.025, momentum 0.9, weight decay
+   3e-4, cosine per epoch to ``lr_min``, clipping 5); hypernetwork: Adam (lr 1e-3, betas (0.5,
+   0.999), weight decay 1e-3) -- the reference's defaults. Training goes through the one engine
+   with ``ctx.train``: everything is checkpointed after every epoch and resumes exactly after
+   ``kill -9``. After every epoch α(λ̃) and the genotype at each λ̃ of ``lambdas`` are recorded.
+2. **The family.** A genotype is derived at each λ̃ of ``lambdas`` (default 0, .25, .5, .75, 1;
+   ``derive: argmax`` -- every edge its argmax operation, ``none`` allowed: DARTS-CC's small-data
+   protocol -- or ``top2``, DARTS's rule) and trained from scratch by the run's evaluator (the
+   "one-hot" fine-tuning), each a trial with info ``{"method": "darts_cc", "role": "family",
+   "lambda": λ, "lambda_tilde": λ̃}``. The same genotype at two λ is trained once; the second
+   trial copies the result (info ``same_as``).
+3. **Random baseline** (``random_baseline: N``): N random genotypes of the same form, the i-th
+   with a fraction ``i / (N - 1)`` of parameter-free operations (DARTS-CC's protocol), trained
+   the same way (info ``role: random``, ``param_free_fraction``).
+
+Model choice never looks at test data: the search uses only the training split, the trials are
+scored by the evaluator on the validation split. Plots (``RUN_DIR/plots``, so in the report):
+``darts_cc_params_vs_lambda.png``, ``darts_cc_acc_vs_params.png``, ``darts_cc_search.png``
+(expected parameter count of α(λ̃) over the epochs). Store metadata ``darts_cc``: the family,
+the α(λ̃) and genotypes per epoch, the search time.
+
+Budget: the method's trials are fixed by its options (family and random baseline); the run's
+trial budget is not consulted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import Trial
+from ..errors import ConfigError
+from ..oneshot.dartscc import (CELL_TYPES, PARAMETER_FREE, AlphaHypernet, LambdaRange,
+                               derive_genotype, expected_params, gumbel_weights, temperature)
+from ..registry import register
+from ..spaces.darts import DartsSpace, Genotype
+from ..training import Callback, Engine, TrainConfig, seeded_module
+from .base import Method, MethodContext
+
+
+class DartsCCModel(nn.Module):
+    """The supernet and the α(λ) hypernetwork as one module (one state dict for the engine).
+
+    In training mode ``forward`` mixes the operations with per-sample Gumbel-softmax weights of
+    α(``lam_tilde``) at temperature ``tau``, noise from ``generator``; in eval mode with
+    ``softmax(α(eval_tilde))``.
+    """
+
+    def __init__(self, supernet: nn.Module, hyper: AlphaHypernet):
+        super().__init__()
+        self.supernet, self.hyper = supernet, hyper
+        self.lam, self.lam_tilde, self.eval_tilde, self.tau = 0.0, 0.0, 0.0, 1.0
+        self.generator: torch.Generator | None = None
+
+    def alphas(self, tilde: float | None = None) -> dict[str, torch.Tensor]:
+        return self.hyper(self.lam_tilde if tilde is None else tilde)
+
+    def mixing_weights(self, batch: int) -> dict[str, torch.Tensor]:
+        if self.training:
+            if self.generator is None:
+                raise ConfigError("darts_cc: the model has no generator for its Gumbel noise")
+            alphas = self.alphas()
+            return {ct: gumbel_weights(alphas[ct], batch, self.tau, self.generator)
+                    for ct in CELL_TYPES}
+        return {ct: F.softmax(a, dim=-1) for ct, a in self.alphas(self.eval_tilde).items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x, self.mixing_weights(x.shape[0]))
+
+
+class DartsCCSearch(Callback):
+    """Engine callback: λ per step, the architecture step before each weight step, the Gumbel
+    temperature per epoch, and α(λ̃) / genotypes per epoch in ``engine.state["history"]``."""
+
+    def __init__(self, method: "DartsCC", arch_data: tuple[torch.Tensor, torch.Tensor],
+                 table: dict[str, torch.Tensor], ops: Sequence[str], n_nodes: int):
+        self.m, self.arch_data, self.table = method, arch_data, table
+        self.ops, self.n_nodes = list(ops), n_nodes
+        self.range = LambdaRange(method.lambda_min, method.lambda_max)
+        self.architect: Any = None
+
+    def hyperloss(self, model: DartsCCModel, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CE on an architecture batch plus the complexity term at the step's λ."""
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss = loss + model.lam * expected_params(model.alphas(), self.table)
+        return loss, logits
+
+    def on_fit_start(self, engine: Engine) -> None:
+        self.stream = engine.stream("arch", self.arch_data, self.m.batch_size)
+        engine.model.generator = engine.rng
+        if self.m.order == 2:
+            from ..oneshot.architect import Architect  # lands with the darts method
+
+            self.architect = Architect(engine, "alpha", "weights")
+
+    def on_epoch_start(self, engine: Engine) -> None:
+        engine.model.tau = temperature(engine.epoch - 1, self.m.tau_decay, self.m.tau_min)
+
+    def on_step_start(self, engine: Engine) -> None:
+        model = engine.model
+        model.lam, model.lam_tilde = self.range.sample(engine.rng)
+        x, y = self.stream.next()
+        if self.architect is None:
+            engine.optimize(x, y, optimizers=("alpha",), loss_fn=self.hyperloss)
+        else:
+            self.architect.step(engine.batch, (x, y), self.hyperloss)
+
+    def on_epoch_end(self, engine: Engine, logs: dict[str, float]) -> None:
+        history = engine.state.setdefault("history", [])
+        history.append(snapshot(engine.model, self.m.lambdas, self.table, self.ops,
+                                self.n_nodes, self.m.derive, epoch=engine.epoch,
+                                tau=engine.model.tau))
+
+
+def snapshot(model: DartsCCModel, lambdas: Sequence[float], table: dict[str, torch.Tensor],
+             ops: Sequence[str], n_nodes: int, mode: str, **extra: Any) -> dict[str, Any]:
+    """α(λ̃), its expected parameter count and genotype at each λ̃ (plain values)."""
+    out: dict[str, Any] = {**extra, "alphas": [], "expected_params": [], "genotypes": []}
+    with torch.no_grad():
+        for t in lambdas:
+            alphas = model.hyper(t)
+            out["alphas"].append({ct: alphas[ct].cpu().tolist() for ct in CELL_TYPES})
+            out["expected_params"].append(float(expected_params(alphas, table)))
+            out["genotypes"].append(str(derive_genotype(alphas, ops, n_nodes, mode)))
+    return out
+
+
+def random_genotypes(n: int, ops: Sequence[str], n_nodes: int, mode: str,
+                     rng: np.random.Generator) -> list[tuple[Genotype, float]]:
+    """DARTS-CC's random baseline: ``n`` genotypes, the i-th with a fraction ``i / (n - 1)`` of
+    parameter-free operations (``none``, pools, ``skip_connect``) on its edges, the others drawn
+    from the operations with parameters; ``argmax`` form (every edge) or ``top2`` form (two
+    random inputs per node). Returns ``(genotype, fraction)`` pairs."""
+    free = [op for op in ops if op in PARAMETER_FREE and (mode == "argmax" or op != "none")]
+    paid = [op for op in ops if op not in PARAMETER_FREE]
+    out = []
+    for i in range(n):
+        fraction = i / (n - 1) if n > 1 else 0.0
+        cells = []
+        for _ in CELL_TYPES:
+            cells.append([list(range(j + 2)) if mode == "argmax"
+                          else sorted(int(s) for s in rng.choice(j + 2, size=2, replace=False))
+                          for j in range(n_nodes)])
+        slots = sum(len(srcs) for cell in cells for srcs in cell)
+        n_free = int(round(fraction * slots))
+        if (n_free and not free) or (n_free < slots and not paid):
+            raise ConfigError(f"darts_cc: random_baseline needs parameter-free and parameterised "
+                              f"operations; the space's operations are {', '.join(ops)}")
+        is_free = np.zeros(slots, dtype=bool)
+        is_free[rng.permutation(slots)[:n_free]] = True
+        k = 0
+        built = []
+        for cell in cells:
+            nodes = []
+            for srcs in cell:
+                edges = []
+                for src in srcs:
+                    pool = free if is_free[k] else paid
+                    edges.append((pool[int(rng.integers(len(pool)))], src))
+                    k += 1
+                nodes.append(tuple(edges))
+            built.append(tuple(nodes))
+        concat = tuple(range(2, n_nodes + 2))
+        out.append((Genotype(built[0], concat, built[1], concat), fraction))
+    return out
+
+
+@register("methods", "darts_cc")
+class DartsCC(Method):
+    """DARTS-CC: α(λ) by a hypernetwork, one search, a family of genotypes across λ."""
+
+    name = "darts_cc"
+
+    def __init__(self, epochs: int = 50, batch_size: int = 64, arch_fraction: float = 0.5,
+                 lambda_min: float = 1e-8, lambda_max: float = 1e-4,
+                 lambdas: list[float] | None = None, derive: Literal["argmax", "top2"] = "argmax",
+                 alpha: Literal["piecewise", "mlp"] = "piecewise", anchors: int = 5,
+                 hidden: int = 16, order: int = 1, lr: float = 0.025, lr_min: float = 0.001,
+                 momentum: float = 0.9, weight_decay: float = 3e-4, arch_lr: float = 1e-3,
+                 arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
+                 tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0):
+        def positive_int(key: str, value: Any, low: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"darts_cc: {key} = {value!r}; expected an integer >= {low}")
+
+        positive_int("epochs", epochs)
+        positive_int("batch_size", batch_size)
+        positive_int("anchors", anchors, 2)
+        positive_int("hidden", hidden)
+        positive_int("random_baseline", random_baseline, 0)
+        if random_baseline == 1:
+            raise ConfigError("darts_cc: random_baseline = 1; expected 0 (none) or >= 2 (the "
+                              "i-th of N has a fraction i/(N-1) of parameter-free operations)")
+        if order not in (1, 2) or isinstance(order, bool):
+            raise ConfigError(f"darts_cc: order = {order!r}; expected 1 or 2")
+        if not (isinstance(arch_fraction, (int, float)) and 0 < arch_fraction < 1):
+            raise ConfigError(f"darts_cc: arch_fraction = {arch_fraction!r}; expected a number "
+                              "in (0, 1)")
+        LambdaRange(lambda_min, lambda_max)  # validates the range
+        lambdas = [0.0, 0.25, 0.5, 0.75, 1.0] if lambdas is None else list(lambdas)
+        if not lambdas or any(isinstance(t, bool) or not isinstance(t, (int, float))
+                              or not 0 <= t <= 1 for t in lambdas):
+            raise ConfigError(f"darts_cc: lambdas = {lambdas!r}; expected normalised values "
+                              "λ̃ in [0, 1] (0: lambda_min, 1: lambda_max)")
+        if derive not in ("argmax", "top2"):
+            raise ConfigError(f"darts_cc: derive = {derive!r}; expected 'argmax' or 'top2'")
+        if alpha not in ("piecewise", "mlp"):
+            raise ConfigError(f"darts_cc: alpha = {alpha!r}; expected 'piecewise' or 'mlp'")
+        for key, value in (("lr", lr), ("arch_lr", arch_lr), ("grad_clip", grad_clip)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"darts_cc: {key} = {value!r}; expected a number > 0")
+        for key, value in (("lr_min", lr_min), ("weight_decay", weight_decay),
+                           ("arch_weight_decay", arch_weight_decay), ("tau_decay", tau_decay)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"darts_cc: {key} = {value!r}; expected a number >= 0")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"darts_cc: momentum = {momentum!r}; expected a number in [0, 1)")
+        if not (isinstance(tau_min, (int, float)) and 0 < tau_min <= 1):
+            raise ConfigError(f"darts_cc: tau_min = {tau_min!r}; expected a number in (0, 1]")
+        self.epochs, self.batch_size, self.arch_fraction = epochs, batch_size, float(arch_fraction)
+        self.lambda_min, self.lambda_max = float(lambda_min), float(lambda_max)
+        self.lambdas = [float(t) for t in lambdas]
+        self.derive, self.alpha, self.anchors, self.hidden = derive, alpha, anchors, hidden
+        self.order, self.lr, self.lr_min, self.momentum = order, float(lr), float(lr_min), momentum
+        self.weight_decay, self.arch_lr = float(weight_decay), float(arch_lr)
+        self.arch_weight_decay, self.grad_clip = float(arch_weight_decay), float(grad_clip)
+        self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
+        self.random_baseline = random_baseline
+
+    # -- the search -------------------------------------------------------------------------------
+    def build(self, ctx: MethodContext) -> tuple[DartsCCModel, Engine, DartsCCSearch,
+                                                 tuple[torch.Tensor, torch.Tensor]]:
+        """The model, engine and callback of the search, and the weight half of the data."""
+        from ..oneshot.supernet import SuperNet
+
+        space = ctx.space
+        if not isinstance(space, DartsSpace):
+            raise ConfigError(f"darts_cc searches the darts space; the run's space is "
+                              f"{getattr(space, 'name', type(space).__name__)!r}")
+        task = ctx.task
+        if task is None or task.train is None:
+            raise ConfigError("darts_cc needs a task with training data")
+        supernet = seeded_module(lambda: SuperNet.from_space(space, task), ctx.seed)
+        hyper = seeded_module(lambda: AlphaHypernet(len(space.ops), space.nodes, kind=self.alpha,
+                                                    anchors=self.anchors, hidden=self.hidden),
+                              ctx.seed + 1)
+        model = DartsCCModel(supernet, hyper)
+        table = {ct: v.double() for ct, v in supernet.op_param_counts().items()}
+        x, y = task.train
+        perm = torch.from_numpy(ctx.rng(0xDA7C).permutation(x.shape[0]))
+        n_arch = int(round(self.arch_fraction * x.shape[0]))
+        if n_arch < 1 or n_arch >= x.shape[0]:
+            raise ConfigError(f"darts_cc: arch_fraction = {self.arch_fraction} of {x.shape[0]} "
+                              "training rows leaves one half empty")
+        arch_idx, weight_idx = perm[:n_arch], perm[n_arch:]
+        weights_opt = torch.optim.SGD(supernet.parameters(), lr=self.lr, momentum=self.momentum,
+                                      weight_decay=self.weight_decay)
+        alpha_opt = torch.optim.Adam(hyper.parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
+                                     weight_decay=self.arch_weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
+                                                              eta_min=self.lr_min)
+        callback = DartsCCSearch(self, (x[arch_idx], y[arch_idx]), table, space.ops, space.nodes)
+        config = TrainConfig(optimizer="sgd", lr=self.lr, batch_size=self.batch_size,
+                             epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
+                             amp=False)
+        engine = Engine(model, config, seed=ctx.seed,
+                        optimizers={"weights": weights_opt, "alpha": alpha_opt},
+                        step_optimizers=("weights",), schedulers={"weights": schedule},
+                        callbacks=[callback])
+        return model, engine, callback, (x[weight_idx], y[weight_idx])
+
+    def search(self, ctx: MethodContext) -> dict[str, Any]:
+        """Train the supernet and hypernetwork; derive the family and the random baseline."""
+        model, engine, callback, weight_data = self.build(ctx)
+        result = ctx.train(engine, weight_data, None)
+        space = ctx.space
+        lam_range = LambdaRange(self.lambda_min, self.lambda_max)
+        final = snapshot(model, self.lambdas, callback.table, space.ops, space.nodes, self.derive)
+        randoms = random_genotypes(self.random_baseline, space.ops, space.nodes, self.derive,
+                                   ctx.rng(0xDA7D)) if self.random_baseline else []
+        return {"lambdas": self.lambdas,
+                "lambda_values": [lam_range.value(t) for t in self.lambdas],
+                "derived": final["genotypes"], "expected_params": final["expected_params"],
+                "random": [(str(g), f) for g, f in randoms],
+                "history": engine.state.get("history", []),
+                "search_seconds": result.seconds, "curves": result.curves,
+                "first_id": ctx.next_id()}
+
+    # -- the method -------------------------------------------------------------------------------
+    def run(self, ctx: MethodContext) -> list[Trial]:
+        loaded = ctx.load_state()
+        if loaded is None or "derived" not in loaded[1]:
+            state = self.search(ctx)
+            ctx.save_state(self.epochs + 1, state)  # ids and genotypes fixed before any trial
+        else:
+            state = loaded[1]
+        ctx.store.set_meta(self.name, {k: state[k] for k in (
+            "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
+            "search_seconds")})
+        first = state["first_id"]
+        proposals, copies, seen = [], [], {}
+        for i, (t, lam, text) in enumerate(zip(state["lambdas"], state["lambda_values"],
+                                              state["derived"])):
+            info = {"method": self.name, "role": "family", "lambda": lam, "lambda_tilde": t}
+            if text in seen:
+                copies.append((first + i, text, {**info, "same_as": seen[text]}))
+            else:
+                seen[text] = first + i
+                proposals.append((first + i, ctx.space.parse(text), info))
+        base = first + len(state["lambdas"])
+        for j, (text, fraction) in enumerate(state["random"]):
+            proposals.append((base + j, ctx.space.parse(text),
+                              {"method": self.name, "role": "random", "index": j,
+                               "param_free_fraction": fraction}))
+        done = {t.id: t for t in ctx.evaluate(proposals)}
+        for tid, text, info in copies:
+            source = done[info["same_as"]]
+            done[tid] = ctx.record(tid, ctx.space.parse(text), source.result, info=info,
+                                   started=time.time())
+        trials = [done[tid] for tid in sorted(done)]
+        if ctx.work_dir is not None:
+            try:
+                write_plots(trials, state, Path(ctx.work_dir).parent / "plots")
+            except Exception as exc:  # a plot must never lose a finished run
+                import warnings
+
+                warnings.warn(f"darts_cc: plots not written: {type(exc).__name__}: {exc}")
+        return trials
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _points(trials: Sequence[Trial], role: str) -> list[tuple[float, float, dict[str, Any]]]:
+    out = []
+    for t in trials:
+        if t.info.get("role") == role and t.status == "ok" and "params" in t.result.cost:
+            out.append((float(t.result.cost["params"]), float(t.result.metrics.get("val_acc",
+                                                                                    math.nan)),
+                        t.info))
+    return out
+
+
+def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
+                darts: Sequence[tuple[float, float]] = ()) -> list[Path]:
+    """Parameters against λ, validation accuracy against parameters (family, ``darts`` points
+    ``(params, val_acc)``, random genotypes) and the expected parameter count over the search."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    family = sorted(_points(trials, "family"), key=lambda p: p[2]["lambda"])
+    randoms = _points(trials, "random")
+    if family:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[2]["lambda"] for p in family], [p[0] for p in family], "o-", label="trained")
+        ax.set_xscale("log")
+        ax.set_xlabel("λ")
+        ax.set_ylabel("parameters")
+        ax.set_title("DARTS-CC: parameters of the derived network against λ")
+        fig.tight_layout()
+        paths.append(plots_dir / "darts_cc_params_vs_lambda.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    if family or randoms:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if randoms:
+            ax.scatter([p[0] for p in randoms], [p[1] for p in randoms], c="grey", marker="x",
+                       label="random genotypes")
+        if darts:
+            ax.scatter([p[0] for p in darts], [p[1] for p in darts], c="tab:red", marker="s",
+                       label="DARTS")
+        if family:
+            ax.plot([p[0] for p in family], [p[1] for p in family], "o-", c="tab:blue",
+                    label="DARTS-CC family")
+            for p in family:
+                ax.annotate(f"λ̃={p[2]['lambda_tilde']:g}", (p[0], p[1]), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("validation accuracy")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(plots_dir / "darts_cc_acc_vs_params.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    history = state.get("history", [])
+    if history:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        epochs = [h["epoch"] for h in history]
+        for i, t in enumerate(state["lambdas"]):
+            ax.plot(epochs, [h["expected_params"][i] for h in history], label=f"λ̃={t:g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("expected parameters of the cells")
+        ax.set_title("DARTS-CC search: softmax(α(λ̃))-expected parameter count")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(plots_dir / "darts_cc_search.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+__all__ = ["DartsCC", "DartsCCModel", "DartsCCSearch", "random_genotypes", "snapshot",
+           "write_plots"]

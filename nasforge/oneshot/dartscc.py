@@ -1,0 +1,256 @@
+"""DARTS-CC: architecture parameters as a function of a complexity parameter λ.
+
+"Neural architecture search with structure complexity control" (the DARTS-CC reference code,
+Intelligent-Systems-Phystech/DARTS-CC) makes the DARTS architecture parameters α a function of a
+complexity parameter λ through a small hypernetwork, so that one search yields a family of
+architectures, from large (small λ) to small (large λ). What this module holds, written from
+the reference's description (``shared/reference/ghn2-dartscc.md`` section B):
+
+- ``LambdaRange``: λ lives in ``[low, high]`` (default ``[1e-8, 1e-4]``, the reference's
+  Fashion-MNIST range) and is normalised as ``λ̃ = (log10 λ - log10 low) / (log10 high - log10
+  low)`` in ``[0, 1]``; ``sample`` draws λ log-uniformly (λ̃ uniformly), once per step.
+- ``PiecewiseLinear``: α(λ̃) of one node, piecewise linear in λ̃ with ``K`` learnable anchor
+  matrices ``c_0..c_{K-1}`` and learnable pivots ``p`` (initialised ``linspace(0, 1, K)``;
+  ``K = 5``, one anchor per decade of the default range)::
+
+      seg = floor(0.99999 * λ̃ * (K - 1))            (the segment, from the uniform grid)
+      d   = (p[seg+1] - λ̃) / (p[seg+1] - p[seg])
+      α   = c[seg] * d + c[seg+1] * (1 - d)
+
+  ``MLPAlpha`` is the other option: a small MLP of λ̃ (the reference's hidden-layer variant
+  ignores its input; this one does not).
+- ``AlphaHypernet``: one α(λ̃) module per node and cell type; ``forward(λ̃)`` gives
+  ``{"normal": [E, K], "reduce": [E, K]}`` (edges node by node, inputs ``0..i+1``, the order of
+  ``SuperNet.edges``).
+- ``complexity``: the complexity term ``λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))_op · #params(op)``
+  (plain softmax, no Gumbel noise, no temperature; stem and classifier excluded), with the
+  parameter counts of every operation on every edge summed over the cells of each type
+  (``SuperNet.op_param_counts()``: the operations as a derived network builds them).
+- ``gumbel_weights``: per-sample relaxed one-hot weights ``softmax((α + g) / τ)``, Gumbel noise
+  ``g`` drawn from a given generator; ``temperature(epoch)``: the reference's schedule
+  ``τ = 1 - 0.016 · epoch`` (epoch 0-based), floored at ``0.1`` (the reference never goes below
+  0.216 in its 50 epochs; past 62 epochs its formula would turn negative).
+- ``derive_genotype``: a genotype from α, either DARTS's rule (``top2``: per node the two
+  strongest incoming edges, ``none`` excluded) or DARTS-CC's small-data rule (``argmax``: every
+  edge with its argmax operation, ``none`` allowed, no pruning).
+
+The method that trains with these is ``nasforge.methods.darts_cc``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..spaces.darts import Genotype
+
+CELL_TYPES = ("normal", "reduce")
+#: operations without parameters (at stride 1; a strided skip_connect is a FactorizedReduce)
+PARAMETER_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
+
+
+# --------------------------------------------------------------------------------------------
+# λ
+
+
+class LambdaRange:
+    """λ in ``[low, high]`` and its normalised log ``λ̃ in [0, 1]``."""
+
+    def __init__(self, low: float = 1e-8, high: float = 1e-4):
+        for name, value in (("low", low), ("high", high)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"lambda range {name} = {value!r}; expected a positive number")
+        if not low < high:
+            raise ConfigError(f"lambda range [{low}, {high}]; expected low < high")
+        self.low, self.high = float(low), float(high)
+        self.log_low, self.log_high = math.log10(low), math.log10(high)
+
+    def tilde(self, lam: float) -> float:
+        """λ̃ of ``lam`` (``ConfigError`` outside the range)."""
+        if not (isinstance(lam, (int, float)) and self.low * (1 - 1e-9) <= lam <= self.high * (1 + 1e-9)):
+            raise ConfigError(f"lambda = {lam!r}; expected a value in [{self.low:g}, {self.high:g}]")
+        t = (math.log10(lam) - self.log_low) / (self.log_high - self.log_low)
+        return min(1.0, max(0.0, t))
+
+    def value(self, tilde: float) -> float:
+        """λ of the normalised ``tilde`` in [0, 1]."""
+        if not (isinstance(tilde, (int, float)) and 0.0 <= tilde <= 1.0):
+            raise ConfigError(f"lambda_tilde = {tilde!r}; expected a number in [0, 1]")
+        return 10.0 ** (self.log_low + tilde * (self.log_high - self.log_low))
+
+    def sample(self, generator: torch.Generator) -> tuple[float, float]:
+        """``(λ, λ̃)`` with λ log-uniform in the range (λ̃ uniform in [0, 1])."""
+        t = float(torch.rand((), generator=generator))
+        return self.value(t), t
+
+
+# --------------------------------------------------------------------------------------------
+# α(λ̃)
+
+
+class PiecewiseLinear(nn.Module):
+    """α(λ̃) of one node's ``shape`` (inputs x operations): piecewise linear in λ̃ through
+    ``anchors`` learnable matrices with learnable pivots (see the module docstring)."""
+
+    def __init__(self, shape: Sequence[int], anchors: int = 5, init_scale: float = 1e-3):
+        super().__init__()
+        if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 2:
+            raise ConfigError(f"anchors = {anchors!r}; expected an integer >= 2")
+        self.shape, self.K, self.init_scale = tuple(shape), anchors, float(init_scale)
+        self.anchors = nn.Parameter(torch.empty(anchors, *self.shape))
+        self.pivots = nn.Parameter(torch.empty(anchors))
+        if not self.anchors.is_meta:
+            self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Anchors ``init_scale * N(0, 1)`` (DARTS's α initialisation), pivots ``linspace(0, 1, K)``."""
+        with torch.no_grad():
+            self.anchors.normal_(0.0, 1.0, generator=generator).mul_(self.init_scale)
+            self.pivots.copy_(torch.linspace(0.0, 1.0, self.K))
+
+    def forward(self, t: float) -> torch.Tensor:
+        t = float(t)
+        seg = min(max(int(math.floor(0.99999 * t * (self.K - 1))), 0), self.K - 2)
+        p0, p1 = self.pivots[seg], self.pivots[seg + 1]
+        d = (p1 - t) / (p1 - p0)
+        return self.anchors[seg] * d + self.anchors[seg + 1] * (1 - d)
+
+
+class MLPAlpha(nn.Module):
+    """α(λ̃) of one node's ``shape`` as a small MLP of λ̃ (one tanh hidden layer)."""
+
+    def __init__(self, shape: Sequence[int], hidden: int = 16):
+        super().__init__()
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ConfigError(f"hidden = {hidden!r}; expected an integer >= 1")
+        self.shape = tuple(shape)
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, math.prod(self.shape)))
+
+    def forward(self, t: float) -> torch.Tensor:
+        x = torch.tensor([[float(t)]], dtype=self.net[0].weight.dtype,
+                         device=self.net[0].weight.device)
+        return self.net(x).view(self.shape)
+
+
+class AlphaHypernet(nn.Module):
+    """α(λ̃) of every node of the normal and the reduction cell.
+
+    ``forward(λ̃)`` returns ``{"normal": [E, K], "reduce": [E, K]}`` with ``E = Σ_i (i + 2)``
+    edges (node by node, inputs ``0..i+1``) and ``K = n_ops`` operations. ``kind``:
+    ``piecewise`` (the reference's, ``anchors`` anchors) or ``mlp`` (``hidden`` units).
+    """
+
+    def __init__(self, n_ops: int, n_nodes: int = 4, *, kind: Literal["piecewise", "mlp"] = "piecewise",
+                 anchors: int = 5, hidden: int = 16):
+        super().__init__()
+        if kind not in ("piecewise", "mlp"):
+            raise ConfigError(f"alpha kind {kind!r}; expected 'piecewise' or 'mlp'")
+        self.n_ops, self.n_nodes, self.kind = n_ops, n_nodes, kind
+
+        def node(i: int) -> nn.Module:
+            shape = (i + 2, n_ops)
+            return PiecewiseLinear(shape, anchors) if kind == "piecewise" else MLPAlpha(shape, hidden)
+
+        self.cells = nn.ModuleDict({ct: nn.ModuleList(node(i) for i in range(n_nodes))
+                                    for ct in CELL_TYPES})
+
+    @property
+    def n_edges(self) -> int:
+        return sum(i + 2 for i in range(self.n_nodes))
+
+    def forward(self, t: float) -> dict[str, torch.Tensor]:
+        return {ct: torch.cat([m(t) for m in self.cells[ct]], dim=0) for ct in CELL_TYPES}
+
+
+def edge_list(n_nodes: int) -> list[tuple[int, int]]:
+    """``(node state, input state)`` of every edge, in the order of α's rows."""
+    return [(i + 2, j) for i in range(n_nodes) for j in range(i + 2)]
+
+
+# --------------------------------------------------------------------------------------------
+# the complexity term, Gumbel weights, temperature
+
+
+def expected_params(alphas: Mapping[str, torch.Tensor], table: Mapping[str, torch.Tensor]
+                    ) -> torch.Tensor:
+    """``Σ_cells Σ_edges Σ_ops softmax(α)_op · #params(op)`` (differentiable in α)."""
+    total = None
+    for ct in CELL_TYPES:
+        probs = F.softmax(alphas[ct], dim=-1)
+        term = (probs * table[ct].to(probs)).sum()
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def complexity(alphas: Mapping[str, torch.Tensor], table: Mapping[str, torch.Tensor],
+               lam: float) -> torch.Tensor:
+    """The complexity term ``λ · expected_params(α)``."""
+    return lam * expected_params(alphas, table)
+
+
+def gumbel_weights(alpha: torch.Tensor, batch: int, tau: float,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Per-sample relaxed one-hot weights ``[batch, E, K] = softmax((α + g) / τ)``, ``g`` Gumbel
+    noise from ``generator`` (drawn on the CPU, then moved to α's device)."""
+    if not tau > 0:
+        raise ConfigError(f"Gumbel temperature = {tau!r}; expected a number > 0")
+    u = torch.rand((batch, *alpha.shape), generator=generator, dtype=torch.float32)
+    g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    return F.softmax((alpha.unsqueeze(0) + g.to(alpha)) / tau, dim=-1)
+
+
+def temperature(epoch: int, decay: float = 0.016, floor: float = 0.1) -> float:
+    """Gumbel temperature of (0-based) ``epoch``: ``max(floor, 1 - decay * epoch)``."""
+    return max(float(floor), 1.0 - float(decay) * epoch)
+
+
+# --------------------------------------------------------------------------------------------
+# derivation
+
+
+def derive_genotype(alphas: Mapping[str, torch.Tensor], ops: Sequence[str], n_nodes: int,
+                    mode: Literal["argmax", "top2"] = "argmax") -> Genotype:
+    """A genotype from ``{"normal": [E, K], "reduce": [E, K]}`` α.
+
+    ``argmax`` (DARTS-CC's small-data rule): every edge with its argmax operation, ``none``
+    allowed (a ``none`` edge contributes nothing; nodes keep every edge). ``top2`` (DARTS): per
+    node the two incoming edges whose strongest operation other than ``none`` has the largest
+    softmax weight, each with that operation.
+    """
+    if mode not in ("argmax", "top2"):
+        raise ConfigError(f"derivation mode {mode!r}; expected 'argmax' or 'top2'")
+    ops = list(ops)
+    cells = {}
+    for ct in CELL_TYPES:
+        a = alphas[ct].detach().float().cpu()
+        probs = F.softmax(a, dim=-1)
+        nodes, start = [], 0
+        for i in range(n_nodes):
+            rows = probs[start:start + i + 2]
+            start += i + 2
+            if mode == "argmax":
+                nodes.append(tuple((ops[int(r.argmax())], j) for j, r in enumerate(rows)))
+                continue
+            keep = [k for k, op in enumerate(ops) if op != "none"]
+            if not keep:
+                raise ConfigError("top2 derivation needs an operation other than 'none'")
+            best = [(float(r[keep].max()), j, ops[keep[int(r[keep].argmax())]])
+                    for j, r in enumerate(rows)]
+            top = sorted(best, key=lambda b: (-b[0], b[1]))[:2]
+            nodes.append(tuple((op, j) for _, j, op in top))  # strongest first, as DARTS
+        cells[ct] = tuple(nodes)
+    concat = tuple(range(2, n_nodes + 2))
+    return Genotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+__all__ = ["LambdaRange", "PiecewiseLinear", "MLPAlpha", "AlphaHypernet", "edge_list",
+           "expected_params", "complexity", "gumbel_weights", "temperature",
+           "derive_genotype", "PARAMETER_FREE", "CELL_TYPES"]
