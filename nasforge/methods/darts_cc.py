@@ -9,11 +9,12 @@ section DARTS-CC). The architecture parameters are a function α(λ) of a comple
    (``arch_fraction``; the run's validation split is not touched by the search). Every step
    draws λ log-uniformly in ``[lambda_min, lambda_max]`` (once per step, the same λ for both
    steps), takes an architecture step on an architecture batch with the loss
-   ``CE + λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))·#params(op)`` (first order: the gradient at
-   the current weights; ``order: 2``: DARTS's unrolled second-order step with the finite-
-   difference Hessian-vector product of ``nasforge.oneshot.architect``), then a weight step on a
-   weight batch, both with the per-sample Gumbel-softmax weights of α(λ̃) at temperature
-   ``max(tau_min, 1 - tau_decay · epoch)``. Weights: SGD (lr 0.025, momentum 0.9, weight decay
+   ``CE + λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))·#params(op)`` (``nasforge.oneshot.architect``:
+   first order, the gradient at the current weights, or ``order: 2``, DARTS's unrolled step with
+   the finite-difference Hessian-vector product divided by 2ε), then a weight step on a weight
+   batch, both with the per-sample Gumbel-softmax weights of α(λ̃) at temperature
+   ``max(tau_min, 1 - tau_decay · epoch)``; the noise is drawn once per step (a seed), so every
+   loss of the step sees the same noise. Weights: SGD (lr 0.025, momentum 0.9, weight decay
    3e-4, cosine per epoch to ``lr_min``, clipping 5); hypernetwork: Adam (lr 1e-3, betas (0.5,
    0.999), weight decay 1e-3) -- the reference's defaults. Training goes through the one engine
    with ``ctx.train``: everything is checkpointed after every epoch and resumes exactly after
@@ -43,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -52,11 +53,14 @@ from torch import nn
 
 from ..core import Trial
 from ..errors import ConfigError
+from ..oneshot.architect import Architect, Bilevel
 from ..oneshot.dartscc import (CELL_TYPES, PARAMETER_FREE, AlphaHypernet, LambdaRange,
-                               derive_genotype, expected_params, gumbel_weights, temperature)
+                               expected_params, gumbel_weights, temperature)
+from ..oneshot.derive import derive
+from ..oneshot.supernet import SuperNet
 from ..registry import register
 from ..spaces.darts import DartsSpace, Genotype
-from ..training import Callback, Engine, TrainConfig, seeded_module
+from ..training import Callback, Engine, TrainConfig, resolve_device, seeded_module
 from .base import Method, MethodContext
 
 
@@ -64,58 +68,40 @@ class DartsCCModel(nn.Module):
     """The supernet and the α(λ) hypernetwork as one module (one state dict for the engine).
 
     In training mode ``forward`` mixes the operations with per-sample Gumbel-softmax weights of
-    α(``lam_tilde``) at temperature ``tau``, noise from ``generator``; in eval mode with
-    ``softmax(α(eval_tilde))``.
+    α(``lam_tilde``) at temperature ``tau``; the noise comes from a generator seeded
+    ``noise_seed`` at every forward, so every loss of one step (the architecture step's, its
+    finite differences at second order, the weight step's) sees the same noise for the same
+    batch size. In eval mode the weights are ``softmax(α(eval_tilde))``.
     """
 
     def __init__(self, supernet: nn.Module, hyper: AlphaHypernet):
         super().__init__()
         self.supernet, self.hyper = supernet, hyper
         self.lam, self.lam_tilde, self.eval_tilde, self.tau = 0.0, 0.0, 0.0, 1.0
-        self.generator: torch.Generator | None = None
+        self.noise_seed = 0
 
     def alphas(self, tilde: float | None = None) -> dict[str, torch.Tensor]:
         return self.hyper(self.lam_tilde if tilde is None else tilde)
 
     def mixing_weights(self, batch: int) -> dict[str, torch.Tensor]:
         if self.training:
-            if self.generator is None:
-                raise ConfigError("darts_cc: the model has no generator for its Gumbel noise")
+            generator = torch.Generator().manual_seed(self.noise_seed)
             alphas = self.alphas()
-            return {ct: gumbel_weights(alphas[ct], batch, self.tau, self.generator)
-                    for ct in CELL_TYPES}
+            return {ct: gumbel_weights(alphas[ct], batch, self.tau, generator) for ct in CELL_TYPES}
         return {ct: F.softmax(a, dim=-1) for ct, a in self.alphas(self.eval_tilde).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.supernet(x, self.mixing_weights(x.shape[0]))
 
 
-class DartsCCSearch(Callback):
-    """Engine callback: λ per step, the architecture step before each weight step, the Gumbel
-    temperature per epoch, and α(λ̃) / genotypes per epoch in ``engine.state["history"]``."""
+class LambdaSchedule(Callback):
+    """Engine callback (before ``Bilevel``): λ and the Gumbel noise seed per step, the
+    temperature per epoch, and after every epoch α(λ̃), its expected parameter count and the
+    genotype at each λ̃ of the family in ``engine.state["history"]``."""
 
-    def __init__(self, method: "DartsCC", arch_data: tuple[torch.Tensor, torch.Tensor],
-                 table: dict[str, torch.Tensor], ops: Sequence[str], n_nodes: int):
-        self.m, self.arch_data, self.table = method, arch_data, table
-        self.ops, self.n_nodes = list(ops), n_nodes
+    def __init__(self, method: "DartsCC", table: dict[str, torch.Tensor], ops: Sequence[str]):
+        self.m, self.table, self.ops = method, table, list(ops)
         self.range = LambdaRange(method.lambda_min, method.lambda_max)
-        self.architect: Any = None
-
-    def hyperloss(self, model: DartsCCModel, x: torch.Tensor, y: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CE on an architecture batch plus the complexity term at the step's λ."""
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss = loss + model.lam * expected_params(model.alphas(), self.table)
-        return loss, logits
-
-    def on_fit_start(self, engine: Engine) -> None:
-        self.stream = engine.stream("arch", self.arch_data, self.m.batch_size)
-        engine.model.generator = engine.rng
-        if self.m.order == 2:
-            from ..oneshot.architect import Architect  # lands with the darts method
-
-            self.architect = Architect(engine, "alpha", "weights")
 
     def on_epoch_start(self, engine: Engine) -> None:
         engine.model.tau = temperature(engine.epoch - 1, self.m.tau_decay, self.m.tau_min)
@@ -123,29 +109,34 @@ class DartsCCSearch(Callback):
     def on_step_start(self, engine: Engine) -> None:
         model = engine.model
         model.lam, model.lam_tilde = self.range.sample(engine.rng)
-        x, y = self.stream.next()
-        if self.architect is None:
-            engine.optimize(x, y, optimizers=("alpha",), loss_fn=self.hyperloss)
-        else:
-            self.architect.step(engine.batch, (x, y), self.hyperloss)
+        model.noise_seed = int(torch.randint(2**62, (), generator=engine.rng))
 
     def on_epoch_end(self, engine: Engine, logs: dict[str, float]) -> None:
-        history = engine.state.setdefault("history", [])
-        history.append(snapshot(engine.model, self.m.lambdas, self.table, self.ops,
-                                self.n_nodes, self.m.derive, epoch=engine.epoch,
-                                tau=engine.model.tau))
+        engine.state.setdefault("history", []).append(
+            snapshot(engine.model, self.m.lambdas, self.table, self.ops, self.m.derive,
+                     epoch=engine.epoch, tau=engine.model.tau,
+                     train_loss=logs.get("train_loss"), arch_loss=logs.get("arch_loss")))
+
+
+def hyperloss(table: dict[str, torch.Tensor]) -> Callable[[nn.Module, tuple], torch.Tensor]:
+    """The architecture loss: cross-entropy plus λ times the expected parameter count."""
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(model(x), y)
+        return loss + model.lam * expected_params(model.alphas(), table)
+    return loss_fn
 
 
 def snapshot(model: DartsCCModel, lambdas: Sequence[float], table: dict[str, torch.Tensor],
-             ops: Sequence[str], n_nodes: int, mode: str, **extra: Any) -> dict[str, Any]:
-    """α(λ̃), its expected parameter count and genotype at each λ̃ (plain values)."""
-    out: dict[str, Any] = {**extra, "alphas": [], "expected_params": [], "genotypes": []}
+             ops: Sequence[str], mode: str, **extra: Any) -> dict[str, Any]:
+    """softmax(α(λ̃)), its expected parameter count and genotype at each λ̃ (plain values)."""
+    out: dict[str, Any] = {**extra, "weights": [], "expected_params": [], "genotypes": []}
     with torch.no_grad():
         for t in lambdas:
-            alphas = model.hyper(t)
-            out["alphas"].append({ct: alphas[ct].cpu().tolist() for ct in CELL_TYPES})
+            alphas = {ct: a.detach().cpu() for ct, a in model.hyper(t).items()}
+            out["weights"].append({ct: F.softmax(alphas[ct], -1).tolist() for ct in CELL_TYPES})
             out["expected_params"].append(float(expected_params(alphas, table)))
-            out["genotypes"].append(str(derive_genotype(alphas, ops, n_nodes, mode)))
+            out["genotypes"].append(str(derive(alphas, ops, mode)))
     return out
 
 
@@ -153,8 +144,9 @@ def random_genotypes(n: int, ops: Sequence[str], n_nodes: int, mode: str,
                      rng: np.random.Generator) -> list[tuple[Genotype, float]]:
     """DARTS-CC's random baseline: ``n`` genotypes, the i-th with a fraction ``i / (n - 1)`` of
     parameter-free operations (``none``, pools, ``skip_connect``) on its edges, the others drawn
-    from the operations with parameters; ``argmax`` form (every edge) or ``top2`` form (two
-    random inputs per node). Returns ``(genotype, fraction)`` pairs."""
+    from the operations with parameters; ``argmax`` form (every edge, ``none`` edges then
+    dropped as ``derive`` drops them) or ``top2`` form (two random inputs per node, no
+    ``none``). Returns ``(genotype, fraction)`` pairs."""
     free = [op for op in ops if op in PARAMETER_FREE and (mode == "argmax" or op != "none")]
     paid = [op for op in ops if op not in PARAMETER_FREE]
     out = []
@@ -182,7 +174,8 @@ def random_genotypes(n: int, ops: Sequence[str], n_nodes: int, mode: str,
                     pool = free if is_free[k] else paid
                     edges.append((pool[int(rng.integers(len(pool)))], src))
                     k += 1
-                nodes.append(tuple(edges))
+                kept = [e for e in edges if e[0] != "none"]  # as derive's argmax: none edges
+                nodes.append(tuple(kept or edges[:1]))          # dropped, a zero node keeps one
             built.append(tuple(nodes))
         concat = tuple(range(2, n_nodes + 2))
         out.append((Genotype(built[0], concat, built[1], concat), fraction))
@@ -202,7 +195,8 @@ class DartsCC(Method):
                  hidden: int = 16, order: int = 1, lr: float = 0.025, lr_min: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 3e-4, arch_lr: float = 1e-3,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
-                 tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0):
+                 tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
+                 plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"darts_cc: {key} = {value!r}; expected an integer >= {low}")
@@ -249,18 +243,18 @@ class DartsCC(Method):
         self.weight_decay, self.arch_lr = float(weight_decay), float(arch_lr)
         self.arch_weight_decay, self.grad_clip = float(arch_weight_decay), float(grad_clip)
         self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
-        self.random_baseline = random_baseline
+        self.random_baseline, self.plots = random_baseline, plots
+        resolve_device(device)
+        self.device = device
 
     # -- the search -------------------------------------------------------------------------------
-    def build(self, ctx: MethodContext) -> tuple[DartsCCModel, Engine, DartsCCSearch,
+    def build(self, ctx: MethodContext) -> tuple[DartsCCModel, Engine, dict[str, torch.Tensor],
                                                  tuple[torch.Tensor, torch.Tensor]]:
-        """The model, engine and callback of the search, and the weight half of the data."""
-        from ..oneshot.supernet import SuperNet
-
+        """The model, the engine, the parameter table and the weight half of the data."""
         space = ctx.space
         if not isinstance(space, DartsSpace):
             raise ConfigError(f"darts_cc searches the darts space; the run's space is "
-                              f"{getattr(space, 'name', type(space).__name__)!r}")
+                              f"{getattr(space, 'name', type(space).__name__)!r} (use --space darts)")
         task = ctx.task
         if task is None or task.train is None:
             raise ConfigError("darts_cc needs a task with training data")
@@ -283,23 +277,27 @@ class DartsCC(Method):
                                      weight_decay=self.arch_weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
                                                               eta_min=self.lr_min)
-        callback = DartsCCSearch(self, (x[arch_idx], y[arch_idx]), table, space.ops, space.nodes)
-        config = TrainConfig(optimizer="sgd", lr=self.lr, batch_size=self.batch_size,
+        architect = Architect(model, list(supernet.parameters()), list(hyper.parameters()),
+                              hyperloss(table), order=self.order, weight_optimizer=weights_opt)
+        callbacks = [LambdaSchedule(self, table, space.ops),
+                     Bilevel(architect, (x[arch_idx], y[arch_idx]), self.batch_size)]
+        config = TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
+                             weight_decay=self.weight_decay, batch_size=self.batch_size,
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
                              amp=False)
-        engine = Engine(model, config, seed=ctx.seed,
+        engine = Engine(model, config, seed=ctx.seed, device=self.device,
                         optimizers={"weights": weights_opt, "alpha": alpha_opt},
                         step_optimizers=("weights",), schedulers={"weights": schedule},
-                        callbacks=[callback])
-        return model, engine, callback, (x[weight_idx], y[weight_idx])
+                        callbacks=callbacks)
+        return model, engine, table, (x[weight_idx], y[weight_idx])
 
     def search(self, ctx: MethodContext) -> dict[str, Any]:
         """Train the supernet and hypernetwork; derive the family and the random baseline."""
-        model, engine, callback, weight_data = self.build(ctx)
+        model, engine, table, weight_data = self.build(ctx)
         result = ctx.train(engine, weight_data, None)
         space = ctx.space
         lam_range = LambdaRange(self.lambda_min, self.lambda_max)
-        final = snapshot(model, self.lambdas, callback.table, space.ops, space.nodes, self.derive)
+        final = snapshot(model, self.lambdas, table, space.ops, self.derive)
         randoms = random_genotypes(self.random_baseline, space.ops, space.nodes, self.derive,
                                    ctx.rng(0xDA7D)) if self.random_baseline else []
         return {"lambdas": self.lambdas,
@@ -307,8 +305,9 @@ class DartsCC(Method):
                 "derived": final["genotypes"], "expected_params": final["expected_params"],
                 "random": [(str(g), f) for g, f in randoms],
                 "history": engine.state.get("history", []),
-                "search_seconds": result.seconds, "curves": result.curves,
-                "first_id": ctx.next_id()}
+                "search_seconds": result.seconds, "epochs": result.epochs_run,
+                "order": self.order, "first_id": ctx.next_id(),
+                "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
 
     # -- the method -------------------------------------------------------------------------------
     def run(self, ctx: MethodContext) -> list[Trial]:
@@ -320,7 +319,7 @@ class DartsCC(Method):
             state = loaded[1]
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
-            "search_seconds")})
+            "search_seconds", "epochs", "order", "supernet_params")})
         first = state["first_id"]
         proposals, copies, seen = [], [], {}
         for i, (t, lam, text) in enumerate(zip(state["lambdas"], state["lambda_values"],
@@ -342,9 +341,10 @@ class DartsCC(Method):
             done[tid] = ctx.record(tid, ctx.space.parse(text), source.result, info=info,
                                    started=time.time())
         trials = [done[tid] for tid in sorted(done)]
-        if ctx.work_dir is not None:
+        if ctx.work_dir is not None and self.plots:
             try:
-                write_plots(trials, state, Path(ctx.work_dir).parent / "plots")
+                write_plots(trials, state, Path(ctx.work_dir).parent / "plots",
+                            ops=ctx.space.ops, n_nodes=ctx.space.nodes)
             except Exception as exc:  # a plot must never lose a finished run
                 import warnings
 
@@ -367,14 +367,17 @@ def _points(trials: Sequence[Trial], role: str) -> list[tuple[float, float, dict
 
 
 def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
-                darts: Sequence[tuple[float, float]] = ()) -> list[Path]:
+                darts: Sequence[tuple[float, float]] = (), ops: Sequence[str] = (),
+                n_nodes: int = 0) -> list[Path]:
     """Parameters against λ, validation accuracy against parameters (family, ``darts`` points
-    ``(params, val_acc)``, random genotypes) and the expected parameter count over the search."""
-    import matplotlib
+    ``(params, val_acc)``, random genotypes), the expected parameter count over the search,
+    softmax(α(λ̃)) per edge over the epochs at the smallest and largest λ̃, and the family's
+    cells drawn as graphs."""
+    from ..oneshot.plots import _pyplot, plot_alpha_history, plot_genotype
+    from ..oneshot.supernet import cell_edges
+    from ..spaces.darts import parse_genotype
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     family = sorted(_points(trials, "family"), key=lambda p: p[2]["lambda"])
@@ -425,8 +428,22 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
         paths.append(plots_dir / "darts_cc_search.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
+        if ops and n_nodes:
+            ends = sorted({0, len(state["lambdas"]) - 1})
+            for i in ends:
+                t = state["lambdas"][i]
+                per_epoch = [{"epoch": h["epoch"], **h["weights"][i]} for h in history]
+                paths += plot_alpha_history(per_epoch, ops, cell_edges(n_nodes),
+                                            plots_dir / f"darts_cc_alphas_lt{t:g}",
+                                            f"DARTS-CC λ̃={t:g}")
+    drawn: set[str] = set()
+    for t, text in zip(state["lambdas"], state["derived"]):
+        if text not in drawn:
+            drawn.add(text)
+            paths.append(plot_genotype(parse_genotype(text), plots_dir / f"darts_cc_cell_lt{t:g}.png",
+                                       f"DARTS-CC genotype at λ̃={t:g}"))
     return paths
 
 
-__all__ = ["DartsCC", "DartsCCModel", "DartsCCSearch", "random_genotypes", "snapshot",
-           "write_plots"]
+__all__ = ["DartsCC", "DartsCCModel", "LambdaSchedule", "hyperloss", "random_genotypes",
+           "snapshot", "write_plots"]

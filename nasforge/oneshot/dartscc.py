@@ -30,9 +30,9 @@ the reference's description (``shared/reference/ghn2-dartscc.md`` section B):
   ``g`` drawn from a given generator; ``temperature(epoch)``: the reference's schedule
   ``τ = 1 - 0.016 · epoch`` (epoch 0-based), floored at ``0.1`` (the reference never goes below
   0.216 in its 50 epochs; past 62 epochs its formula would turn negative).
-- ``derive_genotype``: a genotype from α, either DARTS's rule (``top2``: per node the two
-  strongest incoming edges, ``none`` excluded) or DARTS-CC's small-data rule (``argmax``: every
-  edge with its argmax operation, ``none`` allowed, no pruning).
+
+Genotypes are derived from α(λ̃) by ``nasforge.oneshot.derive.derive`` (``argmax``, DARTS-CC's
+small-data rule, or ``top2``, DARTS's).
 
 The method that trains with these is ``nasforge.methods.darts_cc``.
 """
@@ -47,7 +47,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..spaces.darts import Genotype
 
 CELL_TYPES = ("normal", "reduce")
 #: operations without parameters (at stride 1; a strided skip_connect is a FactorizedReduce)
@@ -212,45 +211,6 @@ def temperature(epoch: int, decay: float = 0.016, floor: float = 0.1) -> float:
     return max(float(floor), 1.0 - float(decay) * epoch)
 
 
-# --------------------------------------------------------------------------------------------
-# derivation
-
-
-def derive_genotype(alphas: Mapping[str, torch.Tensor], ops: Sequence[str], n_nodes: int,
-                    mode: Literal["argmax", "top2"] = "argmax") -> Genotype:
-    """A genotype from ``{"normal": [E, K], "reduce": [E, K]}`` α.
-
-    ``argmax`` (DARTS-CC's small-data rule): every edge with its argmax operation, ``none``
-    allowed (a ``none`` edge contributes nothing; nodes keep every edge). ``top2`` (DARTS): per
-    node the two incoming edges whose strongest operation other than ``none`` has the largest
-    softmax weight, each with that operation.
-    """
-    if mode not in ("argmax", "top2"):
-        raise ConfigError(f"derivation mode {mode!r}; expected 'argmax' or 'top2'")
-    ops = list(ops)
-    cells = {}
-    for ct in CELL_TYPES:
-        a = alphas[ct].detach().float().cpu()
-        probs = F.softmax(a, dim=-1)
-        nodes, start = [], 0
-        for i in range(n_nodes):
-            rows = probs[start:start + i + 2]
-            start += i + 2
-            if mode == "argmax":
-                nodes.append(tuple((ops[int(r.argmax())], j) for j, r in enumerate(rows)))
-                continue
-            keep = [k for k, op in enumerate(ops) if op != "none"]
-            if not keep:
-                raise ConfigError("top2 derivation needs an operation other than 'none'")
-            best = [(float(r[keep].max()), j, ops[keep[int(r[keep].argmax())]])
-                    for j, r in enumerate(rows)]
-            top = sorted(best, key=lambda b: (-b[0], b[1]))[:2]
-            nodes.append(tuple((op, j) for _, j, op in top))  # strongest first, as DARTS
-        cells[ct] = tuple(nodes)
-    concat = tuple(range(2, n_nodes + 2))
-    return Genotype(cells["normal"], concat, cells["reduce"], concat)
-
-
 __all__ = ["LambdaRange", "PiecewiseLinear", "MLPAlpha", "AlphaHypernet", "edge_list",
            "expected_params", "complexity", "gumbel_weights", "temperature",
-           "derive_genotype", "PARAMETER_FREE", "CELL_TYPES"]
+           "PARAMETER_FREE", "CELL_TYPES"]

@@ -1,0 +1,273 @@
+"""DARTS-CC: the α(λ) formula on hand-set anchors, λ normalisation, the complexity term against
+parameter counts of built networks, derivation at the λ extremes of a constructed hypernetwork,
+Gumbel weights, the random baseline, options; and the method end to end through the CLI on
+Fashion-MNIST IDX files the test generates, with kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nasforge import registry
+from nasforge.cost import count_params
+from nasforge.errors import ConfigError
+from nasforge.methods.darts_cc import DartsCC, random_genotypes
+from nasforge.oneshot.dartscc import (PARAMETER_FREE, AlphaHypernet, LambdaRange, MLPAlpha,
+                                      PiecewiseLinear, complexity, expected_params,
+                                      gumbel_weights, temperature)
+from nasforge.oneshot.derive import derive
+from nasforge.oneshot.supernet import SuperNet
+from nasforge.ops.darts_ops import PRIMITIVES
+from nasforge.spaces.darts import Genotype, build_network
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_piecewise_linear_formula_on_hand_set_anchors():
+    pw = PiecewiseLinear((1, 1), anchors=3)
+    with torch.no_grad():
+        pw.anchors.copy_(torch.tensor([0.0, 1.0, 3.0]).view(3, 1, 1))
+    # pivots 0, .5, 1: linear between anchors
+    for t, expected in [(0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.75, 2.0), (1.0, 3.0)]:
+        assert pw(t).item() == pytest.approx(expected)
+    # moved pivots: the segment comes from the uniform grid, the weight from the pivots
+    with torch.no_grad():
+        pw.pivots.copy_(torch.tensor([0.0, 0.4, 1.0]))
+    # t = .25: seg 0, d = (.4 - .25) / .4 = .375 -> 0 * .375 + 1 * .625
+    assert pw(0.25).item() == pytest.approx(0.625)
+    # t = .45: seg = floor(.99999 * .45 * 2) = 0 (still), d = (.4 - .45) / .4 = -.125 -> 1.125
+    assert pw(0.45).item() == pytest.approx(1.125)
+    # t = .75: seg 1, d = (1 - .75) / .6 -> 1 * d + 3 * (1 - d)
+    d = 0.25 / 0.6
+    assert pw(0.75).item() == pytest.approx(d + 3 * (1 - d))
+    # gradients reach anchors and pivots
+    pw(0.3).sum().backward()
+    assert pw.anchors.grad.abs().sum() > 0 and pw.pivots.grad.abs().sum() > 0
+
+
+def test_mlp_alpha_depends_on_lambda():
+    m = MLPAlpha((3, 8), hidden=4)
+    assert m(0.0).shape == (3, 8)
+    assert not torch.allclose(m(0.0), m(1.0))
+
+
+def test_lambda_range():
+    r = LambdaRange(1e-8, 1e-4)
+    assert r.tilde(1e-6) == pytest.approx(0.5)
+    assert r.value(0.25) == pytest.approx(1e-7)
+    assert r.value(r.tilde(3e-5)) == pytest.approx(3e-5)
+    g = torch.Generator().manual_seed(0)
+    draws = [r.sample(g) for _ in range(2000)]
+    tildes = np.array([t for _, t in draws])
+    assert all(1e-8 <= lam <= 1e-4 for lam, _ in draws)
+    assert abs(tildes.mean() - 0.5) < 0.03 and abs((tildes < 0.25).mean() - 0.25) < 0.03
+    with pytest.raises(ConfigError, match="lambda = 1"):
+        r.tilde(1.0)
+    with pytest.raises(ConfigError, match="low < high"):
+        LambdaRange(1e-4, 1e-8)
+
+
+def test_complexity_term_equals_parameter_counts_of_built_networks():
+    """softmax-expected parameters with α one-hot on sep_conv_3x3 = params(all edges
+    sep_conv_3x3) - params(all edges none): the count of every cell's edges, by hand."""
+    C, layers, nodes = 4, 3, 2
+    net = SuperNet(PRIMITIVES, C, layers, 10, 1, n_nodes=nodes)
+    table = net.op_param_counts()
+    k = PRIMITIVES.index("sep_conv_3x3")
+    hot = {ct: torch.full((net.num_edges, len(PRIMITIVES)), -1e4).index_fill_(1, torch.tensor([k]), 0.0)
+           for ct in ("normal", "reduce")}
+
+    def cell(op):
+        return tuple(tuple((op, s) for s in range(j + 2)) for j in range(nodes))
+
+    concat = tuple(range(2, nodes + 2))
+    full = count_params(build_network(Genotype(cell("sep_conv_3x3"), concat, cell("sep_conv_3x3"), concat),
+                                      (1, 8, 8), 10, C=C, layers=layers))
+    empty = count_params(build_network(Genotype(cell("none"), concat, cell("none"), concat),
+                                       (1, 8, 8), 10, C=C, layers=layers))
+    assert expected_params(hot, table).item() == pytest.approx(full - empty)
+    # by hand: sep_conv_3x3 at c channels = 2 * (9c + c*c + 2c); cells: normal c=4, reduce 8, 16;
+    # 5 edges per cell of 2 nodes
+    sep = lambda c: 2 * (9 * c + c * c + 2 * c)  # noqa: E731
+    assert full - empty == 5 * (sep(4) + sep(8) + sep(16))
+    # uniform α: the mean over operations; λ scales it
+    zero = {ct: torch.zeros(net.num_edges, len(PRIMITIVES)) for ct in ("normal", "reduce")}
+    mean = sum(table[ct].sum().item() for ct in table) / len(PRIMITIVES)
+    assert complexity(zero, table, 1e-6).item() == pytest.approx(1e-6 * mean)
+
+
+def test_derive_at_the_lambda_extremes_of_a_constructed_hypernet():
+    """Anchors set so that α(0) prefers sep_conv_5x5 everywhere and α(1) prefers none on the
+    edges from state 0 and max_pool_3x3 elsewhere."""
+    hyper = AlphaHypernet(len(PRIMITIVES), n_nodes=3, anchors=5)
+    big, small = PRIMITIVES.index("sep_conv_5x5"), PRIMITIVES.index("max_pool_3x3")
+    none = PRIMITIVES.index("none")
+    with torch.no_grad():
+        for nodes in hyper.cells.values():
+            for j, pw in enumerate(nodes):
+                pw.anchors.zero_()
+                pw.anchors[0, :, big] = 2.0
+                pw.anchors[4, :, small] = 1.0
+                pw.anchors[4, 0, :] = -10.0  # edges from state 0: none, then max_pool_3x3
+                pw.anchors[4, 0, none] = 3.0
+                pw.anchors[4, 0, small] = 2.9
+    concat = (2, 3, 4)
+    low = derive(hyper(0.0), PRIMITIVES, "argmax")
+    cell = tuple(tuple(("sep_conv_5x5", s) for s in range(j + 2)) for j in range(3))
+    assert low == Genotype(cell, concat, cell, concat)
+    high = derive(hyper(1.0), PRIMITIVES, "argmax")  # none edges are dropped
+    cell = tuple(tuple(("max_pool_3x3", s) for s in range(1, j + 2)) for j in range(3))
+    assert high == Genotype(cell, concat, cell, concat)
+    # top2: none excluded; max_pool_3x3 has softmax weight .48 on the edges from state 0 and
+    # .28 on the others, so every node keeps its edge from state 0 first, then state 1
+    top = derive(hyper(1.0), PRIMITIVES, "top2")
+    assert all(len(edges) == 2 and edges[0] == ("max_pool_3x3", 0) for edges in top.normal)
+    assert str(top).startswith("Genotype(normal=[('max_pool_3x3', 0), ('max_pool_3x3', 1)")
+    built = count_params(build_network(low, (1, 8, 8), 10, C=4, layers=3))
+    assert count_params(build_network(high, (1, 8, 8), 10, C=4, layers=3)) < built
+
+
+def test_gumbel_weights_and_temperature():
+    alpha = torch.randn(5, 8)
+    w = gumbel_weights(alpha, 16, 1.0, torch.Generator().manual_seed(1))
+    assert w.shape == (16, 5, 8) and torch.allclose(w.sum(-1), torch.ones(16, 5))
+    again = gumbel_weights(alpha, 16, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(w, again)
+    assert not torch.allclose(w[0], w[1])  # one draw per sample
+    cold = gumbel_weights(alpha, 64, 0.01, torch.Generator().manual_seed(2))
+    assert (cold.max(-1).values > 0.99).float().mean() > 0.95
+    assert temperature(0) == 1.0 and temperature(49) == pytest.approx(0.216)
+    assert temperature(100) == 0.1 and temperature(10, 0.2, 0.05) == 0.05
+
+
+def test_random_baseline_fractions():
+    rng = np.random.default_rng(0)
+    genos = random_genotypes(5, PRIMITIVES, 4, "argmax", rng)
+    for i, (geno, fraction) in enumerate(genos):
+        ops = geno.ops()  # 28 edges, less the none edges dropped
+        assert fraction == i / 4
+        assert sum(op not in PARAMETER_FREE for op in ops) == 28 - round(fraction * 28)
+    assert len(genos[0][0].ops()) == 28 and "none" not in genos[0][0].ops()
+    top = random_genotypes(3, PRIMITIVES, 4, "top2", rng)
+    assert all(len(e) == 2 and "none" not in top[2][0].ops() for e in top[1][0].normal)
+    assert all(op in PARAMETER_FREE for op in top[2][0].ops())
+
+
+def test_options_are_checked():
+    for bad, match in [({"epochs": 0}, "epochs"), ({"lambdas": [0, 2]}, "lambdas"),
+                       ({"derive": "best"}, "derive"), ({"random_baseline": 1}, "random_baseline"),
+                       ({"lambda_min": 1e-3, "lambda_max": 1e-4}, "low < high"),
+                       ({"order": 3}, "order"), ({"arch_fraction": 1.0}, "arch_fraction"),
+                       ({"device": "tpu"}, "device")]:
+        with pytest.raises(ConfigError, match=match):
+            registry.create("methods", "darts_cc", **bad)
+    assert isinstance(registry.create("methods", "darts_cc"), DartsCC)
+
+
+# --------------------------------------------------------------------------------------------
+# end to end through the CLI (slow)
+
+ENV = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def write_fashion_idx(folder: Path) -> None:
+    """Generated Fashion-MNIST stand-ins: 8x8 byte images whose class sets a bright row."""
+    from nasforge.data.formats import write_idx
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for images, labels, n in ((IDX[0], IDX[1], 80), (IDX[2], IDX[3], 20)):
+        y = (np.arange(n) % 10).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 8, 8), dtype=np.uint8)
+        x[np.arange(n), y % 8, :] = 250
+        write_idx(folder / images, x)
+        write_idx(folder / labels, y)
+
+
+def rows(run_dir: Path) -> list[tuple]:
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return con.execute("SELECT id, arch, status, metrics, seed, info FROM trials ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def epochs_stored(run_dir: Path) -> int:
+    if not (run_dir / "run.db").exists():
+        return 0
+    con = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)  # never creates it
+    try:
+        row = con.execute("SELECT max(step) FROM checkpoints WHERE method = 'darts_cc'").fetchone()
+        return row[0] or 0
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def history(run_dir: Path) -> list:
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return json.loads(con.execute("SELECT value FROM meta WHERE key = 'darts_cc'").fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
+    data = tmp_path / "fmnist"
+    write_fashion_idx(data)
+    args = ["search", "--method", "darts_cc", "--space", "darts", "--task", "fashion-mnist",
+            "--config", str(ROOT / "configs" / "darts_cc_fmnist.yaml"), "--seed", "3",
+            "-o", f"task.root={data}", "-o", "space.C=2", "-o", "method.epochs=4",
+            "-o", "method.batch_size=32", "-o", "method.random_baseline=2",
+            "-o", "method.lambdas=[0,1]", "-o", "method.tau_decay=0.2",
+            "-o", "evaluator.epochs=1", "-o", "evaluator.batch_size=32",
+            "-o", "evaluator.measure_latency=false", "--quiet"]
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "nasforge", *args, *extra], cwd=tmp_path,
+                              env=ENV, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    cli("--out", "full")
+    full = rows(tmp_path / "full")
+    roles = [json.loads(r[5])["role"] for r in full]
+    assert roles == ["family", "family", "random", "random"]
+    assert [json.loads(r[5])["lambda"] for r in full[:2]] == [1e-8, 1e-4]
+    meta = history(tmp_path / "full")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    assert (tmp_path / "full" / "plots" / "darts_cc_acc_vs_params.png").exists()
+
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *args, "--out", "killed"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while epochs_stored(tmp_path / "killed") < 2 and time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"search ended before it could be killed: {proc.stderr.read()}")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= epochs_stored(tmp_path / "killed") <= 4 and not rows(tmp_path / "killed")
+    resumed = subprocess.run([sys.executable, "-m", "nasforge", "search", "--resume", "killed",
+                              "--quiet"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    # same α(λ) per epoch, same genotypes, same trials as the uninterrupted run
+    assert history(tmp_path / "killed") == meta
+    assert rows(tmp_path / "killed") == full
