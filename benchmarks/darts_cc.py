@@ -42,7 +42,8 @@ from nasforge.run.rundir import Run
 
 
 def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, Any]) -> dict:
-    return {"task": args.task, "space": "darts",
+    return {"task": args.task, "task_options": {"limit": args.limit} if args.limit else {},
+            "space": "darts",
             "space_options": {"C": args.C, "layers": 3, "nodes": 4, "allow_none": True},
             "method": method, "method_options": options,
             "evaluator": "train",
@@ -64,26 +65,30 @@ def run(cfg: dict, out: Path) -> tuple[list, dict]:
     return trials, meta
 
 
+def family_stats(trials: list, meta: dict) -> dict[str, Any]:
+    """The family's parameters against λ, distinct genotypes, search and training times."""
+    fam = sorted((t for t in trials if t.info.get("role") == "family"),
+                 key=lambda t: t.info["lambda"])
+    params = [t.result.cost.get("params") for t in fam]
+    train_seconds = sum(t.result.cost.get("train_seconds", 0.0) for t in fam
+                        if "same_as" not in t.info)
+    return {"lambdas": [t.info["lambda"] for t in fam], "params": params,
+            "val_acc": [t.result.metrics.get("val_acc") for t in fam],
+            "expected_params_of_alpha": meta.get("expected_params"),
+            "distinct_genotypes": len({str(t.arch) for t in fam}),
+            "params_non_increasing": all(a >= b for a, b in zip(params, params[1:])),
+            "params_ratio_lambda0_over_lambda1": params[0] / params[-1] if params[-1] else None,
+            "search_seconds": meta.get("search_seconds"),
+            "train_from_scratch_seconds": train_seconds,
+            "genotypes": [str(t.arch) for t in fam]}
+
+
 def family(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix="darts_cc_family_"))
     start = time.perf_counter()
     trials, meta = run(config(args, args.seeds[0], "darts_cc", darts_cc_options(args)), out / "run")
-    wall = time.perf_counter() - start
-    fam = sorted((t for t in trials if t.info.get("role") == "family"),
-                 key=lambda t: t.info["lambda"])
-    params = [t.result.cost.get("params") for t in fam]
-    distinct = {str(t.arch) for t in fam}
-    train_seconds = sum(t.result.cost.get("train_seconds", 0.0) for t in fam
-                        if "same_as" not in t.info)
-    falls = all(a >= b for a, b in zip(params, params[1:]))
-    return {"task": args.task, "seed": args.seeds[0], "lambdas": [t.info["lambda"] for t in fam],
-            "params": params, "val_acc": [t.result.metrics.get("val_acc") for t in fam],
-            "expected_params_of_alpha": meta.get("expected_params"),
-            "distinct_genotypes": len(distinct), "params_non_increasing": falls,
-            "params_ratio_lambda0_over_lambda1": params[0] / params[-1] if params[-1] else None,
-            "search_seconds": meta.get("search_seconds"),
-            "train_from_scratch_seconds": train_seconds, "total_wall_seconds": wall,
-            "genotypes": [str(t.arch) for t in fam], "run_dir": str(out / "run")}
+    return {"task": args.task, "seed": args.seeds[0], **family_stats(trials, meta),
+            "total_wall_seconds": time.perf_counter() - start, "run_dir": str(out / "run")}
 
 
 def on_or_above(point: tuple[float, float], randoms: list[tuple[float, float]]) -> bool:
@@ -104,10 +109,13 @@ def front(args: argparse.Namespace) -> dict[str, Any]:
         randoms, fam = pts("random"), pts("family")
         entry: dict[str, Any] = {
             "seed": seed, "random": randoms, "family": fam,
-            "family_on_or_above": [on_or_above(p, randoms) for p in fam]}
+            "family_on_or_above": [on_or_above(p, randoms) for p in fam],
+            **family_stats(trials, meta)}
+        print(json.dumps({"partial": entry}), flush=True)  # results so far, if a later part dies
         if has_darts:
-            dtrials, _ = run(config(args, seed, "darts", {"epochs": args.epochs,
-                                                          "batch_size": 128}), out / f"darts{seed}")
+            dtrials, _ = run(config(args, seed, "darts", {"epochs": args.epochs, "batch_size": 128,
+                                                          "supernet_val": False, "plots": False}),
+                             out / f"darts{seed}")
             darts_pts = [(t.result.cost["params"], t.result.metrics["val_acc"]) for t in dtrials
                          if t.status == "ok"]
             entry["darts"] = darts_pts
@@ -132,6 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--random", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="cap the training split")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = family(args) if args.target == "family" else front(args)
