@@ -238,25 +238,14 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
             "-o", "evaluator.epochs=1", "-o", "evaluator.batch_size=32",
             "-o", "evaluator.measure_latency=false", "--quiet"]
 
-    def cli(*extra: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "nasforge", *args, *extra], cwd=tmp_path,
-                              env=ENV, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return proc
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "nasforge", *args, *extra], cwd=tmp_path,
+                                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
 
-    cli("--out", "full")
-    full = rows(tmp_path / "full")
-    roles = [json.loads(r[5])["role"] for r in full]
-    assert roles == ["family", "family", "random", "random"]
-    assert [json.loads(r[5])["lambda"] for r in full[:2]] == [1e-8, 1e-4]
-    meta = history(tmp_path / "full")
-    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
-    assert (tmp_path / "full" / "plots" / "darts_cc_acc_vs_params.png").exists()
-
-    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *args, "--out", "killed"],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
+    # the uninterrupted run and the one to kill run side by side
+    full_proc, proc = start("--out", "full"), start("--out", "killed")
+    deadline = time.time() + 1200
     while epochs_stored(tmp_path / "killed") < 2 and time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"search ended before it could be killed: {proc.stderr.read()}")
@@ -266,8 +255,19 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
     assert 2 <= epochs_stored(tmp_path / "killed") <= 4 and not rows(tmp_path / "killed")
     resumed = subprocess.run([sys.executable, "-m", "nasforge", "search", "--resume", "killed",
                               "--quiet"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                             timeout=600)
+                             timeout=1800)
     assert resumed.returncode == 0, resumed.stderr
+    assert full_proc.wait(timeout=1800) == 0, full_proc.stderr.read()
+
+    full = rows(tmp_path / "full")
+    roles = [json.loads(r[5])["role"] for r in full]
+    assert roles == ["family", "family", "random", "random"]
+    assert [json.loads(r[5])["lambda"] for r in full[:2]] == [1e-8, 1e-4]
+    meta = history(tmp_path / "full")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    assert (tmp_path / "full" / "plots" / "darts_cc_acc_vs_params.png").exists()
     # same α(λ) per epoch, same genotypes, same trials as the uninterrupted run
-    assert history(tmp_path / "killed") == meta
+    killed = history(tmp_path / "killed")
+    assert killed.pop("search_seconds") > 0 and meta.pop("search_seconds") > 0
+    assert killed == meta
     assert rows(tmp_path / "killed") == full

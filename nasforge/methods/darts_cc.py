@@ -115,7 +115,7 @@ class LambdaSchedule(Callback):
         engine.state.setdefault("history", []).append(
             snapshot(engine.model, self.m.lambdas, self.table, self.ops, self.m.derive,
                      epoch=engine.epoch, tau=engine.model.tau,
-                     train_loss=logs.get("train_loss"), arch_loss=logs.get("arch_loss")))
+                     train_loss=logs.get("train_loss")))
 
 
 def hyperloss(table: dict[str, torch.Tensor]) -> Callable[[nn.Module, tuple], torch.Tensor]:
@@ -305,6 +305,7 @@ class DartsCC(Method):
                 "derived": final["genotypes"], "expected_params": final["expected_params"],
                 "random": [(str(g), f) for g, f in randoms],
                 "history": engine.state.get("history", []),
+                "arch_loss": engine.state.get("arch_loss", []),
                 "search_seconds": result.seconds, "epochs": result.epochs_run,
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
@@ -319,7 +320,7 @@ class DartsCC(Method):
             state = loaded[1]
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
-            "search_seconds", "epochs", "order", "supernet_params")})
+            "search_seconds", "epochs", "order", "supernet_params", "arch_loss")})
         first = state["first_id"]
         proposals, copies, seen = [], [], {}
         for i, (t, lam, text) in enumerate(zip(state["lambdas"], state["lambda_values"],
