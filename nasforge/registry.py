@@ -86,6 +86,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "params": "nasforge.predictors.classic",
         "flops": "nasforge.predictors.classic",
         "mlp_batched": "nasforge.predictors.batched",
+        "lstm": "nasforge.predictors.sequence",
     },
 }
 

@@ -3,6 +3,8 @@
 ``learning_curve`` trains each predictor on n random architectures of a table and scores a fixed
 held-out set, over seeds; ``cross_validate`` does k-fold cross-validation on a finished run's own
 trials. ``summarise`` gives mean and 95% t-intervals; ``plot_tau`` draws tau against n.
+``rank_scores`` judges a training-free score (a zero-cost proxy, the parameter count) as a ranker
+of a run's trials, with 95% bootstrap intervals; ``proxy_scores`` computes the proxies.
 """
 
 from __future__ import annotations
@@ -157,3 +159,55 @@ def plot_tau(summary: list[dict[str, Any]], path: Path, title: str = "") -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rank_scores(scores: Sequence[float], targets: Sequence[float], *, resamples: int = 1000,
+                seed: int = 0) -> dict[str, float]:
+    """Kendall tau and Spearman rho of ``scores`` against ``targets`` with 95% percentile
+    bootstrap intervals (``resamples`` resamples of the pairs, generator seeded ``seed``;
+    resamples where either side is constant are skipped)."""
+    s, t = np.asarray(scores, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+    if len(s) != len(t) or len(s) < 3:
+        raise DataError(f"{len(s)} scores and {len(t)} targets; expected equal counts >= 3")
+    if resamples < 1:
+        raise ConfigError(f"bootstrap resamples {resamples!r}; expected an integer >= 1")
+    rng = np.random.default_rng(seed)
+    taus, rhos = [], []
+    for _ in range(resamples):
+        idx = rng.integers(len(s), size=len(s))
+        tau = kendall_tau(s[idx], t[idx])
+        if not math.isnan(tau):
+            taus.append(tau)
+            rhos.append(spearman_rho(s[idx], t[idx]))
+
+    def bounds(v: list[float]) -> tuple[float, float]:
+        if not v:
+            return math.nan, math.nan
+        lo, hi = np.percentile(v, [2.5, 97.5])
+        return float(lo), float(hi)
+
+    (tau_lo, tau_hi), (rho_lo, rho_hi) = bounds(taus), bounds(rhos)
+    return {"n": len(s), "tau": kendall_tau(s, t), "tau_lo": tau_lo, "tau_hi": tau_hi,
+            "rho": spearman_rho(s, t), "rho_lo": rho_lo, "rho_hi": rho_hi}
+
+
+def proxy_scores(space: SearchSpace, task: Any, archs: Sequence[Architecture],
+                 seeds: Sequence[int], proxies: Sequence[str], *, batch_size: int = 64,
+                 on_arch: Any = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Zero-cost proxies of each architecture, from its own seed (a run's trial seed gives the
+    initialisation that trial trained from): ``({proxy: scores}, {proxy: mean seconds})``."""
+    from ..evaluators.zero_cost import check_proxies, score_architecture
+
+    check_proxies(proxies)
+    scores: dict[str, list[float]] = {p: [] for p in proxies}
+    seconds: dict[str, list[float]] = {p: [] for p in proxies}
+    for i, (arch, seed) in enumerate(zip(archs, seeds)):
+        out = score_architecture(space, arch, task, seed=int(seed), proxies=proxies,
+                                 batch_size=batch_size)
+        for p, (value, sec) in out.items():
+            scores[p].append(value)
+            seconds[p].append(sec)
+        if on_arch is not None:
+            on_arch(i, arch, out)
+    return ({p: np.asarray(v) for p, v in scores.items()},
+            {p: float(np.mean(v)) if v else math.nan for p, v in seconds.items()})
