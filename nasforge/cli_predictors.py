@@ -36,7 +36,7 @@ def predictors_eval_cmd(
     run: Optional[Path] = typer.Option(None, help="finished run directory: k-fold "
                                        "cross-validation on its own trials instead of a table"),
     space: str = typer.Option("nb201", help="search space of the table's architectures"),
-    predictors: str = typer.Option("mlp_ensemble,gin,svr,gp,gbt",
+    predictors: str = typer.Option("mlp_ensemble,gin,lstm,svr,gp,gbt",
                                    help="comma-separated predictor names"),
     ns: str = typer.Option("10,20,50,100,200", help="training-set sizes (table mode)"),
     seeds: int = typer.Option(5, help="seeds 0..SEEDS-1"),

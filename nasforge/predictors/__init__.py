@@ -7,7 +7,7 @@ Pick one by name from the registry (kind ``predictors``)::
     pred.fit(archs, targets, space)
     mean, std = pred.predict(other_archs, return_std=True)
 
-Built in: ``mlp_ensemble`` (BANANAS), ``gin`` (POPNASv3 accuracy predictor), ``svr``
+Built in: ``mlp_ensemble`` (BANANAS), ``gin`` (POPNASv3 accuracy predictor), ``lstm`` (PNAS), ``svr``
 (POPNASv3 time predictor on hand features), ``gp``, ``gbt`` (scikit-learn), and the cost
 baselines ``params`` and ``flops``. See :class:`Predictor` for the contract.
 """
