@@ -110,3 +110,58 @@ def test_study_writes_distributions_heat_map_and_spearman_table(tmp_path):
     assert np.isfinite(summary["distributions"]["trained"]["mean"])
     with pytest.raises(Exception, match="hidden_archs=2"):
         StudyOptions(hidden_archs=2)
+
+
+def _series(n: int = 96, length: int = 8, seed: int = 0):
+    """Generated series: the class is the sign of the series' mean."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2).long()
+    return torch.randn(n, 1, length, generator=g) + (2.0 * y - 1.0)[:, None, None], y
+
+
+def test_enas_method_searches_the_recurrent_cell_space():
+    from nasforge import registry
+    from nasforge.methods import MethodContext, run_method
+    from nasforge.run.loop import Budget
+    from nasforge.run.store import Store
+
+    x, y = _series()
+    task = Task("sign", "series", (1, 8), 2, (x[:48], y[:48]), (x[48:72], y[48:72]),
+                (x[72:], y[72:]))
+    space = EnasRnnSpace(num_nodes=3, hidden=8)
+    method = registry.create("methods", "enas", epochs=1, batch_size=16, controller_steps=2,
+                             val_batch=16, samples=3, retrain=1)
+    opts = {"epochs": 1, "batch_size": 16, "measure_latency": False}
+    ctx = MethodContext(task=task, space=space,
+                        evaluator=registry.create("evaluators", "train", **opts),
+                        objective=Objective("val_acc"), seed=1, store=Store(),
+                        budget=Budget(trials=1), evaluator_name="train", evaluator_options=opts)
+    trials = run_method(method, ctx)
+    shared = [t for t in trials if t.info["phase"] == "shared"]
+    retrained = [t for t in trials if t.info["phase"] == "retrain"]
+    assert shared and all(0 <= t.metrics["shared_val_acc"] <= 1 for t in shared)
+    assert all(space.parse(str(t.arch)) == t.arch for t in shared)
+    assert len(retrained) == 1 and retrained[0].ok and "val_acc" in retrained[0].metrics
+
+
+@pytest.mark.slow
+def test_controller_study_cli_on_an_enas_run(tmp_path):
+    from nasforge.testing import run_cli
+
+    x, y = _series(n=120)
+    np.savez(tmp_path / "series.npz", x_train=x[:96, 0].numpy(), y_train=y[:96].numpy(),
+             x_test=x[96:, 0].numpy(), y_test=y[96:].numpy())
+    run_cli("search", "--method", "enas", "--space", "enas_rnn", "--task", "arrays",
+            "-o", f"task.path={tmp_path / 'series.npz'}", "-o", "space.num_nodes=3",
+            "-o", "space.hidden=8", "-o", "method.epochs=1", "-o", "method.controller_steps=2",
+            "-o", "method.samples=2", "-o", "method.retrain=0", "-o", "method.batch_size=32",
+            "--quiet", "--out", "run", cwd=tmp_path)
+    args = ("controller-study", "run", "--samples", "6", "--hidden-archs", "6",
+            "--controller-steps", "1", "--controller-batch", "2", "--eval-rows", "8")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert "| controller | memorization | similarity |" in proc.stdout
+    out = tmp_path / "run" / "controller_study"
+    assert (out / "spearman.csv").is_file() and (out / "hidden_states.png").is_file()
+    again = run_cli(*args, cwd=tmp_path, check=False)  # never overwrites earlier results
+    assert again.returncode == 2 and "already holds files" in again.stderr
+    assert "Traceback" not in again.stderr

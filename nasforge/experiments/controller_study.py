@@ -10,7 +10,8 @@ Three studies (``nasforge controller-study RUN_DIR`` runs all of them on a finis
     distributions plotted (``distributions.png``) and listed (``samples.csv``).
 (b) **hidden states**: the controller's final LSTM hidden state after reading each of
     ``hidden_archs`` distinct architectures (sampled uniformly, the same set for every
-    controller) as a heat map (``hidden_states.png``), for the trained and untrained
+    controller) as a heat map (``hidden_states.png``; each unit centred on its mean over the
+    architectures, so the map shows what differs between them), for the trained and untrained
     controllers and for two controllers trained here from the untrained one for
     ``controller_steps`` REINFORCE steps on the same shared-weight rewards, identical except for
     the memorisation regulariser (weight 0 and ``memorization``).
@@ -24,8 +25,8 @@ Three studies (``nasforge controller-study RUN_DIR`` runs all of them on a finis
 
 ``summary.json`` adds, per controller, how distinct the hidden states of different
 architectures are (smallest and mean pairwise distance) and how well the first decision can be
-read back from the final hidden state (5-fold logistic-regression accuracy against the
-majority-class rate): a hidden state that forgets early choices reads them back at chance.
+read back from the final hidden state (5-fold accuracy of a logistic regression on
+standardised states, against the majority-class rate): a hidden state that forgets early choices reads them back at chance.
 
 Decisions are read through the space's sequential view: string decisions count as operations,
 integer decisions as connections (the recurrent cell: activations and source nodes).
@@ -168,6 +169,8 @@ def first_decision_probe(hidden: np.ndarray, space: SearchSpace,
     few examples per class) logistic-regression accuracy, and the majority-class rate."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     labels = np.array([str(space.to_decisions(a)[0]) for a in archs])
     _, counts = np.unique(labels, return_counts=True)
@@ -176,7 +179,8 @@ def first_decision_probe(hidden: np.ndarray, space: SearchSpace,
     if len(counts) < 2 or folds < 2:
         return {"probe_acc": math.nan, "chance": chance}
     cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-    acc = cross_val_score(LogisticRegression(max_iter=2000), hidden, labels, cv=cv)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    acc = cross_val_score(probe, hidden, labels, cv=cv)
     return {"probe_acc": float(acc.mean()), "chance": chance}
 
 
@@ -352,14 +356,17 @@ def _plot_hidden(path: Path, hidden: dict[str, np.ndarray],
 
     names = list(hidden)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 4.5), squeeze=False)
-    vmax = max(float(np.abs(h).max()) for h in hidden.values()) or 1.0
+    # each unit minus its mean over the architectures: what differs between architectures
+    centred = {k: h - h.mean(0, keepdims=True) for k, h in hidden.items()}
+    vmax = max(float(np.abs(h).max()) for h in centred.values()) or 1.0
     for ax, name in zip(axes[0], names):
-        im = ax.imshow(hidden[name], aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+        im = ax.imshow(centred[name], aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax,
                        interpolation="nearest")
         ax.set_title(f"{name}\nmemorization {controllers[name][0]:g}", fontsize=9)
         ax.set_xlabel("hidden unit")
     axes[0][0].set_ylabel("architecture (sorted by decisions)")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8,
+                 label="hidden state minus its mean over the architectures")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
