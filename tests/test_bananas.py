@@ -28,7 +28,7 @@ from nasforge.testing import ToySpace
 
 SLICE = Path(__file__).parent / "data" / "nb201_slice.csv"
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-FAST = {"epochs": 40, "retrain_every": 5, "initial": 8}  # small models: these tests stay quick
+FAST = {"epochs": 40, "retrain_every": 8, "initial": 8}  # small models: these tests stay quick
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +97,23 @@ def _slice():
 
 def test_batched_ensemble_ranks_the_real_slice():
     space, archs, y = _slice()
-    p = registry.create("predictors", "mlp_batched", seed=0, epochs=60)
+    p = registry.create("predictors", "mlp_batched", seed=0, epochs=50)
     p.fit(archs[:200], y[:200], space)
     mean, std = p.predict(archs[200:], return_std=True)
     assert mean.shape == std.shape == (100,) and (std >= 0).all() and std.max() > 0
     assert kendall_tau(mean, y[200:]) > 0.45  # one-hot MLPs and GIN reach about 0.5 here
-    again = registry.create("predictors", "mlp_batched", seed=0, epochs=60).fit(archs[:200], y[:200], space)
+    again = registry.create("predictors", "mlp_batched", seed=0, epochs=50).fit(archs[:200], y[:200], space)
     assert np.array_equal(again.predict(archs[200:]), mean)  # same seed, same model
+
+
+def test_bootstrap_members_disagree_more_on_the_examples():
+    space, archs, y = _slice()
+    plain = registry.create("predictors", "mlp_batched", seed=1, epochs=40).fit(archs[:60], y[:60], space)
+    boot = registry.create("predictors", "mlp_batched", seed=1, epochs=40,
+                           bootstrap=True).fit(archs[:60], y[:60], space)
+    # members fit different resamples, so they spread on the very examples they were fitted on
+    assert boot.predict(archs[:60], return_std=True)[1].mean() > \
+        1.5 * plain.predict(archs[:60], return_std=True)[1].mean()
 
 
 def test_batched_ensemble_options_are_checked():

@@ -5,7 +5,9 @@ ensemble trains in one full-batch optimisation through the engine (``nasforge.tr
 regression kind) and scores thousands of candidates in one batched forward. Members differ by
 initialisation only (as in BANANAS); their losses are independent, so training them together is
 the same as training them apart. The mean and the std across members are the prediction and its
-uncertainty.
+uncertainty. With ``bootstrap`` each member fits its own bootstrap resample of the examples
+(per-member example weights drawn from the seed), which widens the spread where the data are
+thin and so makes Thompson sampling explore more.
 
 Inputs (``encoding``): ``onehot`` (``space.encode``), ``path`` (BANANAS's path encoding,
 ``nasforge.graph.encode_paths``; strong on cell spaces such as NAS-Bench-201) or ``both``
@@ -25,10 +27,21 @@ from torch import nn
 from ..core import Architecture, SearchSpace
 from ..errors import ConfigError
 from ..registry import register
-from ..training import TrainConfig, fit, predict_batches, seeded_module
+from ..training import Engine, TrainConfig, predict_batches, seeded_module
 from .base import Predictor, Standardizer
 
 ENCODINGS = ("onehot", "path", "both")
+
+
+def _weighted_mse(model: nn.Module, x: torch.Tensor, packed: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over members of each member's weighted mean squared error; ``packed`` holds the
+    targets ``(B, members)`` then the example weights ``(B, members)``."""
+    out = model(x)
+    m = out.shape[1]
+    target, weight = packed[:, :m], packed[:, m:]
+    per_member = (weight * (out - target) ** 2).sum(0) / weight.sum(0).clamp_min(1e-12)
+    return per_member.mean(), out
 
 
 class BatchedMLP(nn.Module):
@@ -79,8 +92,9 @@ class BatchedMLPEnsemble(Predictor):
 
     def __init__(self, *, seed: int = 0, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
-                 encoding: str = "path"):
+                 encoding: str = "path", bootstrap: bool = False):
         super().__init__(seed=seed)
+        self.bootstrap = bool(bootstrap)
         for key, value in (("members", members), ("hidden", hidden), ("layers", layers),
                            ("epochs", epochs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -131,11 +145,18 @@ class BatchedMLPEnsemble(Predictor):
         self._scale = Standardizer(y)
         x = torch.from_numpy(self.features(archs, space))
         t = torch.as_tensor(self._scale.forward(y), dtype=torch.float32)
-        t = t.unsqueeze(1).expand(-1, self.members).contiguous()
+        t = t.unsqueeze(1).expand(-1, self.members)
+        n, m = len(y), self.members
+        if self.bootstrap:  # member j weighs example i by how often its resample drew it
+            draws = np.random.default_rng(self.seed).integers(n, size=(m, n))
+            w = np.stack([np.bincount(d, minlength=n) for d in draws], axis=1)
+        else:
+            w = np.ones((n, m))
+        packed = torch.cat([t, torch.as_tensor(w, dtype=torch.float32)], dim=1)  # rows stay aligned
         width = x.shape[1]
         net = seeded_module(lambda: BatchedMLP(width, self.hidden, self.layers, self.members),
                             self.seed)
-        fit(net, (x, t), None, self.config, seed=self.seed)
+        Engine(net, self.config, seed=self.seed, loss_fn=_weighted_mse).fit((x, packed))
         self.net = net.eval()
 
     def _predict(self, archs: list[Architecture]) -> tuple[np.ndarray, np.ndarray]:

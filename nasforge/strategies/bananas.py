@@ -8,12 +8,14 @@ best architectures so far where the space lists neighbours, plus ``candidates`` 
 of them (one or two edits), plus ``candidates // 4`` random samples. Acquisitions: ``its``
 (independent Thompson sampling, BANANAS's default: one draw from each candidate's normal
 N(mean, std) of the ensemble, the largest draw wins), ``ucb`` (mean + ``beta`` x std) and
-``mean`` (pure exploitation). A batch ask takes the best ``n`` of one draw.
+``mean`` (pure exploitation). A batch ask takes the best ``n`` of one draw. The ensemble's
+members fit bootstrap resamples by default (``bootstrap``), so they disagree where the data are
+thin and Thompson sampling explores there.
 
 ``predictor_evolution``: regularized (aging) evolution whose child is chosen by the predictor:
 the parent is the best of ``sample_size`` random members of the population (as ``evolution``),
 ``candidates`` mutations of it are scored by the ensemble and the best by the acquisition
-(``mean`` by default) is asked. Until ``initial`` trials succeeded the asks are random samples.
+(``its`` by default) is asked. Until ``initial`` trials succeeded the asks are random samples.
 
 Both never ask an architecture twice (the pool leaves out every architecture already asked; when
 it is empty a random unseen sample is asked), refit the ensemble after every ``retrain_every``
@@ -66,7 +68,7 @@ class _ModelBased(Strategy):
 
     def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
                  retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
-                 lr: float, encoding: str):
+                 lr: float, encoding: str, bootstrap: bool):
         super().__init__(seed=seed)
         _check_int(self.name, "initial", initial, 2)
         _check_int(self.name, "retrain_every", retrain_every, 1)
@@ -84,7 +86,7 @@ class _ModelBased(Strategy):
                               "hidden": _check_int(self.name, "hidden", hidden, 1),
                               "layers": _check_int(self.name, "layers", layers, 1),
                               "epochs": _check_int(self.name, "epochs", epochs, 1),
-                              "lr": float(lr), "encoding": encoding}
+                              "lr": float(lr), "encoding": encoding, "bootstrap": bool(bootstrap)}
         if not (np.isfinite(lr) and lr > 0):
             raise ConfigError(f"{self.name}: lr={lr!r}; expected a positive number")
         self._encodings: dict[str, np.ndarray] = {}
@@ -219,12 +221,14 @@ class Bananas(_ModelBased):
     name = "bananas"
 
     def __init__(self, *, seed: int = 0, initial: int = 10, acquisition: str = "its",
-                 beta: float = 0.5, parents: int = 10, candidates: int = 100,
+                 beta: float = 0.5, parents: int = 2, candidates: int = 100,
                  retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
-                 epochs: int = 100, lr: float = 0.01, encoding: str = "path"):
+                 epochs: int = 100, lr: float = 0.01, encoding: str = "path",
+                 bootstrap: bool = True):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
-                         layers=layers, epochs=epochs, lr=lr, encoding=encoding)
+                         layers=layers, epochs=epochs, lr=lr, encoding=encoding,
+                         bootstrap=bootstrap)
         self.parents = _check_int(self.name, "parents", parents, 1)
         self.candidates = _check_int(self.name, "candidates", candidates, 1)
         self._phase = "random"
@@ -273,12 +277,14 @@ class PredictorEvolution(_ModelBased):
     name = "predictor_evolution"
 
     def __init__(self, *, seed: int = 0, population_size: int = 20, sample_size: int = 5,
-                 candidates: int = 20, initial: int = 10, acquisition: str = "mean",
+                 candidates: int = 20, initial: int = 10, acquisition: str = "its",
                  beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
-                 layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path"):
+                 layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path",
+                 bootstrap: bool = True):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
-                         layers=layers, epochs=epochs, lr=lr, encoding=encoding)
+                         layers=layers, epochs=epochs, lr=lr, encoding=encoding,
+                         bootstrap=bootstrap)
         self.population_size = _check_int(self.name, "population_size", population_size, 1)
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
