@@ -89,3 +89,28 @@ def test_train_evaluator_reports_perplexity(tmp_path):
     assert result.status == "ok", result.reason
     assert math.isfinite(result.metrics["val_ppl"]) and result.metrics["val_ppl"] > 1
     assert result.metrics["test_ppl"] == pytest.approx(math.exp(result.metrics["test_loss"]))
+
+
+def test_enas_searches_recurrent_cells_on_the_language_task(tmp_path):
+    from nasforge import registry
+    from nasforge.core import Objective
+    from nasforge.methods import MethodContext, run_method
+    from nasforge.run.loop import Budget
+    from nasforge.run.store import Store
+    from nasforge.spaces.enas_rnn import EnasRnnSpace
+
+    _write(tmp_path, {name: text * 4 for name, text in CORPUS.items()})
+    task = load_task("ptb", root=str(tmp_path), bptt=3)
+    space = EnasRnnSpace(num_nodes=3, hidden=4)
+    method = registry.create("methods", "enas", epochs=1, batch_size=4, controller_steps=2,
+                             val_batch=2, samples=2, retrain=1)
+    opts = {"epochs": 1, "batch_size": 4, "measure_latency": False}
+    ctx = MethodContext(task=task, space=space,
+                        evaluator=registry.create("evaluators", "train", **opts),
+                        objective=Objective("val_acc"), seed=0, store=Store(),
+                        budget=Budget(trials=1), evaluator_name="train", evaluator_options=opts)
+    trials = run_method(method, ctx)
+    shared = [t for t in trials if t.info["phase"] == "shared"]
+    retrained = [t for t in trials if t.info["phase"] == "retrain"]
+    assert shared and all(0 <= t.metrics["shared_val_acc"] <= 1 for t in shared)
+    assert retrained[0].ok and math.isfinite(retrained[0].metrics["val_ppl"])

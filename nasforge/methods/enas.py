@@ -82,7 +82,7 @@ class Sampler(Callback):
                 x, y = (t.to(engine.device) for t in stream.next())
                 engine.model.use(arch)
                 with batch_statistics(engine.model):
-                    scores.append(float((engine.model(x).argmax(1) == y).float().mean()))
+                    scores.append(float((engine.model(x).argmax(-1) == y).float().mean()))
             self.controller.learn(archs, scores)
             rewards += scores
         self.history.append({"epoch": float(engine.epoch),
@@ -174,12 +174,14 @@ class Enas(Method):
 
     def engine(self, space: SearchSpace, task: Task, seed: int) -> tuple[Engine, Sampler]:
         """The shared model (seeded), its engine and the sampler callback of a search."""
-        if task is None or task.kind not in ("image", "series"):
-            raise ConfigError(f"enas: needs an image or series classification task; got "
-                              f"{getattr(task, 'kind', None)!r}")
+        if task is None or task.kind not in ("image", "series", "language"):
+            raise ConfigError(f"enas: needs an image or series classification task or a "
+                              f"language task; got {getattr(task, 'kind', None)!r}")
         model = seeded_module(lambda: shared_model(space, task), seed)
         sampler = Sampler(self, space, task.val, seed)
-        return Engine(model, self.train_config(), seed=seed, callbacks=[sampler]), sampler
+        # language tasks (enas_rnn on ptb): token cross-entropy; rewards are next-token accuracy
+        config = self.train_config().for_task(task.kind)
+        return Engine(model, config, seed=seed, callbacks=[sampler]), sampler
 
     # -- the method ---------------------------------------------------------------------------------
     def run(self, ctx: MethodContext) -> list[Trial]:

@@ -130,7 +130,8 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
 
 def shared_accuracy(model: nn.Module, arch: Architecture, data: tuple[torch.Tensor, torch.Tensor],
                     *, batch_size: int = 256) -> float:
-    """Accuracy of ``arch`` on ``data`` with the shared weights (batch statistics, see above)."""
+    """Accuracy of ``arch`` on ``data`` with the shared weights (batch statistics, see above);
+    next-token accuracy for language models."""
     x, y = data
     if x.shape[0] == 0:
         raise ConfigError("shared_accuracy: no data to score on")
@@ -143,8 +144,8 @@ def shared_accuracy(model: nn.Module, arch: Architecture, data: tuple[torch.Tens
     with batch_statistics(model):
         for a, b in zip(bounds[:-1], bounds[1:]):
             xb, yb = x[a:b].to(device), y[a:b].to(device)
-            correct += int((model(xb).argmax(1) == yb).sum())
-    return correct / x.shape[0]
+            correct += int((model(xb).argmax(-1) == yb).sum())  # (B, C), or (B, T, vocab)
+    return correct / y.numel()
 
 
 __all__ = ["register_shared", "shared_model", "MacroSupernet", "DartsShared", "batch_statistics",
