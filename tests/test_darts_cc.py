@@ -139,14 +139,14 @@ def test_derive_at_the_lambda_extremes_of_a_constructed_hypernet():
 
 
 def test_gumbel_weights_and_temperature():
-    alpha = torch.randn(5, 8)
+    alpha = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
     w = gumbel_weights(alpha, 16, 1.0, torch.Generator().manual_seed(1))
     assert w.shape == (16, 5, 8) and torch.allclose(w.sum(-1), torch.ones(16, 5))
     again = gumbel_weights(alpha, 16, 1.0, torch.Generator().manual_seed(1))
     assert torch.equal(w, again)
     assert not torch.allclose(w[0], w[1])  # one draw per sample
-    cold = gumbel_weights(alpha, 64, 0.01, torch.Generator().manual_seed(2))
-    assert (cold.max(-1).values > 0.99).float().mean() > 0.95
+    cold = gumbel_weights(alpha, 64, 1e-3, torch.Generator().manual_seed(2))
+    assert (cold.max(-1).values > 0.99).float().mean() > 0.95  # nearly one-hot when cold
     assert temperature(0) == 1.0 and temperature(49) == pytest.approx(0.216)
     assert temperature(100) == 0.1 and temperature(10, 0.2, 0.05) == 0.05
 
