@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 
@@ -142,3 +144,14 @@ def test_series_and_language_networks_train_through_the_one_engine():
     assert result.curves["val_ppl"][-1] == pytest.approx(math.exp(result.curves["val_loss"][-1]))
     with pytest.raises(ArchitectureError, match="needs a series task"):
         space.build(arch, Task("img", "image", (1, 8, 8), 2, (x, y), (x, y), (x, y)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789: tanhrelusigmoidentity\n-", max_size=40))
+def test_parse_accepts_only_canonical_text(text):
+    space = EnasRnnSpace(num_nodes=3)
+    try:
+        arch = space.parse(text)
+    except ArchitectureError:
+        return
+    assert str(arch) == text and space.parse(str(arch)) == arch
