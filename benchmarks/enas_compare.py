@@ -105,6 +105,39 @@ def final_test(task, space, arch_text: str, seed: int, args) -> float:
     return float(result.metrics["test_acc"])
 
 
+def summarize(rows: list[dict], tasks: list[str]) -> dict:
+    """Print and return mean ± 95% interval per task and method, and the cost ratio."""
+    print()
+    print(f"{'task':8} {'method':10} {'test acc (mean ± 95%)':>24} {'search CPU s':>13}")
+    summary = {}
+    for task_name in tasks:
+        for method in ("enas", "random_ws", "reinforce", "random"):
+            sel = [r for r in rows if r["task"] == task_name and r["method"] == method]
+            m, h = interval([r["test_acc"] for r in sel])
+            c = statistics.fmean(r["search_cpu_s"] for r in sel)
+            summary[f"{task_name}/{method}"] = {"test_acc": m, "ci95": h, "search_cpu_s": c}
+            print(f"{task_name:8} {method:10} {m:17.4f} ± {h:.4f} {c:13.1f}")
+        enas = [r for r in rows if r["task"] == task_name and r["method"] == "enas"]
+        rl = {r["seed"]: r for r in rows if r["task"] == task_name and r["method"] == "reinforce"}
+        ratios = [rl[r["seed"]]["trial_cpu_s"] * r["archs_scored"] / r["search_cpu_s"]
+                  for r in enas]
+        summary[f"{task_name}/cost_ratio"] = {"mean": statistics.fmean(ratios), "min": min(ratios),
+                                              "archs": enas[0]["archs_scored"]}
+        print(f"{task_name:8} reinforce-with-training / enas cost for {enas[0]['archs_scored']} "
+              f"architectures: {statistics.fmean(ratios):.1f}x (min {min(ratios):.1f}x over seeds)")
+    return summary
+
+
+def read_rows(paths: list[str]) -> list[dict]:
+    """The result rows (JSON lines) printed by earlier runs, e.g. runs split by task or seed."""
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("{") and '"method"' in line:
+                rows.append(json.loads(line))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="digits,mnist1d")
@@ -117,13 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trial-epochs", type=int, default=2, help="epochs per independent trial")
     p.add_argument("--final-epochs", type=int, default=10)
     p.add_argument("--limit", type=int, default=None, help="rows of each task (default: all)")
+    p.add_argument("--seed-list", default=None, help="comma-separated seeds (instead of --seeds)")
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="only summarise the rows printed in these logs of earlier runs")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    if args.merge:
+        rows = read_rows(args.merge)
+        summary = summarize(rows, sorted({r["task"] for r in rows}, key=args.tasks.split(",").index))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows,
+                                                  "summary": summary}, indent=1))
+        return 0
+    seeds = [int(v) for v in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
     torch.set_num_threads(1)
     rows = []
     for task_name in args.tasks.split(","):
         options = {"limit": args.limit} if args.limit else {}
-        for seed in range(args.seeds):
+        for seed in seeds:
             task = load_task(task_name, seed=seed, **options)
             space = registry.create("spaces", "enas_macro", layers=args.layers,
                                     channels=args.channels)
@@ -136,24 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 info["test_acc"] = final_test(task, space, info["arch"], seed, args)
                 rows.append({"task": task_name, "seed": seed, "method": method, **info})
                 print(json.dumps(rows[-1]), flush=True)
-    print()
-    print(f"{'task':8} {'method':10} {'test acc (mean ± 95%)':>24} {'search CPU s':>13}")
-    summary = {}
-    for task_name in args.tasks.split(","):
-        for method in ("enas", "random_ws", "reinforce", "random"):
-            sel = [r for r in rows if r["task"] == task_name and r["method"] == method]
-            m, h = interval([r["test_acc"] for r in sel])
-            c = statistics.fmean(r["search_cpu_s"] for r in sel)
-            summary[f"{task_name}/{method}"] = {"test_acc": m, "ci95": h, "search_cpu_s": c}
-            print(f"{task_name:8} {method:10} {m:17.4f} ± {h:.4f} {c:13.1f}")
-        enas = [r for r in rows if r["task"] == task_name and r["method"] == "enas"]
-        rl = [r for r in rows if r["task"] == task_name and r["method"] == "reinforce"]
-        ratios = [r2["trial_cpu_s"] * r1["archs_scored"] / r1["search_cpu_s"]
-                  for r1, r2 in zip(enas, rl)]
-        summary[f"{task_name}/cost_ratio"] = {"mean": statistics.fmean(ratios), "min": min(ratios),
-                                              "archs": enas[0]["archs_scored"]}
-        print(f"{task_name:8} reinforce-with-training / enas cost for {enas[0]['archs_scored']} "
-              f"architectures: {statistics.fmean(ratios):.1f}x (min {min(ratios):.1f}x over seeds)")
+    summary = summarize(rows, args.tasks.split(","))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows,

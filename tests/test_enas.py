@@ -237,6 +237,12 @@ def test_enas_method_records_shared_scores_and_retrains_the_best(controller):
     assert [str(t.arch) for t in retrained] == [str(t.arch) for t in shared[:len(retrained)]]
     assert all("val_acc" in t.metrics and "test_acc" in t.metrics for t in retrained)
     assert all(t.info["source_trial"] == shared[t.info["rank"]].id for t in retrained)
+    # run again on the same store (a resume after the search): the same trials, nothing redone
+    again = run_method(registry.create("methods", "enas", **method.options()),
+                       make_ctx(store, task, space))
+    assert [(t.id, str(t.arch), t.metrics) for t in again] == \
+        [(t.id, str(t.arch), t.metrics) for t in trials]
+    assert len(store.trials(space)) == len(trials)
     ckpt = store.latest_checkpoint("enas")[1]["state"]
     history = ckpt["engine"]["callbacks"][0]["history"]
     assert len(history) == (2 if controller == "lstm" else 0)

@@ -186,12 +186,11 @@ class Enas(Method):
     # -- the method ---------------------------------------------------------------------------------
     def run(self, ctx: MethodContext) -> list[Trial]:
         space, task = ctx.space, ctx.task
-        engine, sampler = self.engine(space, task, ctx.seed)
         loaded = ctx.load_state()
         if loaded is not None and "ranked" in loaded[1]:
-            state = loaded[1]
-            engine.load_state_dict(state["engine"], n_train=int(task.train[0].shape[0]))
+            state = loaded[1]  # searched and ranked: only recording and retraining are left
         else:
+            engine, sampler = self.engine(space, task, ctx.seed)
             ctx.train(engine, task.train, None)
             archs = sampler.sample(self.samples)
             counts: dict[str, int] = {}
