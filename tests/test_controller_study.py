@@ -12,9 +12,14 @@ import pytest
 import torch
 
 from nasforge.core import Objective, Task
-from nasforge.experiments.controller_study import (TABLE_COLUMNS, StudyOptions, controller_study,
-                                                   hidden_before_each_decision, similarities,
-                                                   train_controller)
+from nasforge.experiments.controller_study import (
+    TABLE_COLUMNS,
+    StudyOptions,
+    controller_study,
+    hidden_before_each_decision,
+    similarities,
+    train_controller,
+)
 from nasforge.oneshot.enas import shared_accuracy, shared_model
 from nasforge.spaces.enas_rnn import EnasRnnSpace
 from nasforge.strategies.reinforce import ReinforceSearch

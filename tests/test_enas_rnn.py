@@ -7,18 +7,23 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nasforge.core import Task
 from nasforge.errors import ArchitectureError, ConfigError
 from nasforge.oneshot.enas_rnn import RecurrentSupernet
 from nasforge.spaces.enas_rnn import CellWeights, EnasRnnSpace, parse_cell
-from nasforge.training import Criterion, TrainConfig, evaluate_metrics, fit, seeded_module
+from nasforge.training import (
+    Criterion,
+    TrainConfig,
+    evaluate_metrics,
+    fit,
+    seeded_module,
+)
 
 
 def _sig(v: float) -> float:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import Architecture, Decision, Network, SearchSpace, Task
