@@ -392,7 +392,7 @@ def _load_command_modules() -> None:
     import importlib
 
     for module in ("nasforge.cli_dpnas", "nasforge.cli_export", "nasforge.cli_runs",
-                   "nasforge.cli_predictors", "nasforge.cli_controller"):
+                   "nasforge.cli_predictors", "nasforge.cli_controller", "nasforge.cli_ghn"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -92,6 +92,7 @@ class GHNConfig:
     normalize: bool = True
     layernorm: bool = True
     message_passing: bool = True
+    out_gain: float | None = None  # decoder output multiplier; None: 10 with normalize, else 1
     input_shape: tuple[int, ...] | None = None  # the task's (C, H, W); example input for tracing
     task: str | None = None  # the task it was trained on (batch-norm statistics come from it)
     meta: dict[str, Any] = field(default_factory=dict)  # free-form (training options, figures)
@@ -334,10 +335,11 @@ class GatedGNN(nn.Module):
 class Decoder(nn.Module):
     """Emits any requested shape from node states (see the module docstring)."""
 
-    def __init__(self, hid: int, max_shape: tuple[int, int, int, int], num_classes: int):
+    def __init__(self, hid: int, max_shape: tuple[int, int, int, int], num_classes: int,
+                 gain: float = 1.0):
         super().__init__()
         co, ci, kh, kw = max_shape
-        self.max_shape = max_shape
+        self.max_shape, self.gain = max_shape, gain
         self.width = 4 * hid
         self.fc = nn.Linear(hid, self.width * kh * kw)
         self.conv1 = nn.Linear(self.width, 8 * hid)  # 1x1 convolutions act per position
@@ -364,7 +366,7 @@ class Decoder(nn.Module):
         x = F.relu(self.conv1(x.view(h.shape[0], kh, kw, self.width)))
         w2 = self.conv2.weight.view(CO, CI, -1)[:co, :ci].reshape(co * ci, -1)
         b2 = self.conv2.bias.view(CO, CI)[:co, :ci].reshape(-1)
-        x = F.linear(x, w2, b2)  # [P, kh, kw, co * ci]
+        x = F.linear(x, w2, b2) * self.gain  # [P, kh, kw, co * ci]
         return x.view(h.shape[0], kh, kw, co, ci).permute(0, 3, 4, 1, 2)
 
     def one_d(self, h: torch.Tensor) -> torch.Tensor:
@@ -430,7 +432,8 @@ class GHN(nn.Module):
         else:
             self.gnn = _mlp([hid, hid, hid])
         self.ln = nn.LayerNorm(hid) if config.layernorm else None
-        self.decoder = Decoder(hid, config.max_shape, config.num_classes)
+        gain = config.out_gain if config.out_gain is not None else (10.0 if config.normalize else 1.0)
+        self.decoder = Decoder(hid, config.max_shape, config.num_classes, gain)
         self._op_index = {name: i for i, name in enumerate(config.primitives)}
         self._bn_cache: dict[str, torch.Tensor] = {}
 
@@ -645,8 +648,8 @@ def load(path: str | Path) -> GHN:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"cannot read GHN file {str(path)!r}: {type(exc).__name__}: "
-                          f"{exc}") from None
+        raise ConfigError(f"cannot read GHN file {str(path)!r} ({type(exc).__name__}); "
+                          "expected a file written by `nasforge ghn train` or GHN.save") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ConfigError(f"{str(path)!r} is not a nasforge GHN file (format {FORMAT})")
     ghn = GHN(GHNConfig(**blob["config"]))
