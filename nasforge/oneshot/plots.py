@@ -89,7 +89,7 @@ def plot_genotype(geno: Genotype, path: Path, title: str = "") -> Path:
                                             linestyle="dotted" if op == "none" else "solid",
                                             shrinkA=14, shrinkB=14,
                                             connectionstyle="arc3,rad=0.12"))
-                t = (0.3, 0.5, 0.7)[(slot + src) % 3]
+                t = (0.42, 0.58, 0.72)[(slot + src) % 3]
                 angle = math.degrees(math.atan2((y1 - y0) * 4.6 / 1.0, (x1 - x0) * 6.5 / (1.3 * (n + 1.5))))
                 if angle > 90 or angle < -90:
                     angle += 180
