@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--max-conv", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/ghn_search.json")
+    ap.add_argument("--report", action="store_true", help="only summarise the architectures "
+                    "already in --out (e.g. of an interrupted run)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,10 +102,13 @@ def main() -> None:
     train_eval = registry.create("evaluators", "train", epochs=args.epochs)
     out = Path(args.out)
     rows: dict[str, dict] = {}
+    same = {k: v for k, v in vars(args).items() if k not in ("report", "threads")}
     if out.is_file():
         prev = json.loads(out.read_text())
-        if prev.get("config") == vars(args):
+        if prev.get("config") == same:
             rows = prev.get("rows", {})
+    if args.report:
+        archs = [a for a in archs if str(a) in rows]
     started = time.time()
     for i, arch in enumerate(archs):
         key = str(arch)
@@ -121,7 +126,7 @@ def main() -> None:
                      "latency_ms": t.cost.get("latency_ms"), "params": t.cost.get("params"),
                      "val_curve": t.curves.get("val_acc"), "status": [g.status, t.status]}
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"config": vars(args), "rows": rows}))
+        out.write_text(json.dumps({"config": same, "rows": rows}))
         print(f"{i + 1}/{len(archs)} ghn {rows[key]['ghn_val_acc']} trained {rows[key]['val_acc']} "
               f"({time.time() - started:.0f} s)", flush=True)
 
