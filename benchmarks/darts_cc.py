@@ -53,9 +53,9 @@ def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, 
 
 
 def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any]:
-    return {"epochs": args.epochs, "batch_size": 128, "random_baseline": random,
+    return {"epochs": args.epochs, "batch_size": args.batch, "random_baseline": random,
             "tau_decay": 0.8 / args.epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
-            "derive": args.derive}
+            "derive": args.derive, "lambda_min": args.lambda_min, "lambda_max": args.lambda_max}
 
 
 def run(cfg: dict, out: Path) -> tuple[list, dict]:
@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="cap the training split")
+    parser.add_argument("--batch", type=int, default=128, help="search batch size")
+    parser.add_argument("--lambda-min", type=float, default=1e-8)
+    parser.add_argument("--lambda-max", type=float, default=1e-4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = family(args) if args.target == "family" else front(args)
