@@ -22,7 +22,7 @@ import torch
 from nasforge import registry
 from nasforge.cost import count_params
 from nasforge.errors import ConfigError
-from nasforge.methods.darts_cc import DartsCC, random_genotypes
+from nasforge.methods.darts_cc import DartsCC, DartsCCModel, random_genotypes
 from nasforge.oneshot.dartscc import (PARAMETER_FREE, AlphaHypernet, LambdaRange, MLPAlpha,
                                       PiecewiseLinear, complexity, expected_params,
                                       gumbel_weights, temperature)
@@ -134,6 +134,11 @@ def test_derive_at_the_lambda_extremes_of_a_constructed_hypernet():
     top = derive(hyper(1.0), PRIMITIVES, "top2")
     assert all(len(edges) == 2 and edges[0] == ("max_pool_3x3", 0) for edges in top.normal)
     assert str(top).startswith("Genotype(normal=[('max_pool_3x3', 0), ('max_pool_3x3', 1)")
+    # derive(λ) of the method's model: λ = lambda_min is λ̃ = 0, lambda_max is λ̃ = 1
+    model = DartsCCModel(SuperNet(PRIMITIVES, 2, 3, 10, 1, n_nodes=3), hyper)
+    lams = LambdaRange(1e-8, 1e-4)
+    assert model.derive(1e-8, lams) == low and model.derive(1e-4, lams) == high
+    assert model.derive(1e-4, lams, "top2") == top
     built = count_params(build_network(low, (1, 8, 8), 10, C=4, layers=3))
     assert count_params(build_network(high, (1, 8, 8), 10, C=4, layers=3)) < built
 

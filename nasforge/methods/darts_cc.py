@@ -83,6 +83,13 @@ class DartsCCModel(nn.Module):
     def alphas(self, tilde: float | None = None) -> dict[str, torch.Tensor]:
         return self.hyper(self.lam_tilde if tilde is None else tilde)
 
+    def derive(self, lam: float, lam_range: LambdaRange,
+               mode: Literal["argmax", "top2"] = "argmax") -> Genotype:
+        """The genotype of α(λ) for any ``lam`` in ``lam_range`` (not only the family's)."""
+        with torch.no_grad():
+            alphas = {ct: a.detach().cpu() for ct, a in self.hyper(lam_range.tilde(lam)).items()}
+        return derive(alphas, self.supernet.op_names, mode)
+
     def mixing_weights(self, batch: int) -> dict[str, torch.Tensor]:
         if self.training:
             generator = torch.Generator().manual_seed(self.noise_seed)
