@@ -138,10 +138,11 @@ class CellWeights(nn.Module):
             self.register_parameter(f"w_{i}_{j}", nn.Parameter(torch.empty(hidden, 2 * hidden)))
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Uniform in +-1/sqrt(hidden) (the range of PyTorch's own recurrent layers)."""
-        bound = 1.0 / math.sqrt(self.hidden)
+        """Uniform in +-1/sqrt(fan_in) (``input_size`` for ``w_x``, ``hidden`` for the others),
+        as PyTorch's linear layers: the input is not shrunk when it has few features."""
         with torch.no_grad():
-            for p in self.parameters(recurse=False):
+            for name, p in self.named_parameters(recurse=False):
+                bound = 1.0 / math.sqrt(self.input_size if name == "w_x" else self.hidden)
                 p.uniform_(-bound, bound, generator=generator)
 
     def pair(self, i: int, j: int) -> torch.Tensor:
