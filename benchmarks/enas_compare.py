@@ -113,14 +113,19 @@ def summarize(rows: list[dict], tasks: list[str]) -> dict:
     for task_name in tasks:
         for method in ("enas", "random_ws", "reinforce", "random"):
             sel = [r for r in rows if r["task"] == task_name and r["method"] == method]
+            if not sel:
+                continue
             m, h = interval([r["test_acc"] for r in sel])
             c = statistics.fmean(r["search_cpu_s"] for r in sel)
-            summary[f"{task_name}/{method}"] = {"test_acc": m, "ci95": h, "search_cpu_s": c}
-            print(f"{task_name:8} {method:10} {m:17.4f} ± {h:.4f} {c:13.1f}")
+            summary[f"{task_name}/{method}"] = {"test_acc": m, "ci95": h, "search_cpu_s": c,
+                                                "seeds": len(sel)}
+            print(f"{task_name:8} {method:10} {m:17.4f} ± {h:.4f} {c:13.1f}  ({len(sel)} seeds)")
         enas = [r for r in rows if r["task"] == task_name and r["method"] == "enas"]
         rl = {r["seed"]: r for r in rows if r["task"] == task_name and r["method"] == "reinforce"}
         ratios = [rl[r["seed"]]["trial_cpu_s"] * r["archs_scored"] / r["search_cpu_s"]
-                  for r in enas]
+                  for r in enas if r["seed"] in rl]
+        if not ratios:
+            continue
         summary[f"{task_name}/cost_ratio"] = {"mean": statistics.fmean(ratios), "min": min(ratios),
                                               "archs": enas[0]["archs_scored"]}
         print(f"{task_name:8} reinforce-with-training / enas cost for {enas[0]['archs_scored']} "
