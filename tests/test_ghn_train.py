@@ -45,7 +45,7 @@ def fit(task, opts, seed, **kw):
     return ghn, result
 
 
-def test_training_reduces_the_loss_and_resumes_exactly(tmp_path):
+def test_training_resumes_exactly_from_an_epoch_checkpoint(tmp_path):
     task = small_task()
     full, res = fit(task, options(epochs=2), seed=4)
     assert len(res.curves["ghn_val_acc"]) == 2 and res.steps == 4
