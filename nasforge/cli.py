@@ -153,16 +153,27 @@ def search(
         cfg = run.config
         for note in cfg.notes:
             console.print(note, highlight=False, soft_wrap=True)
-        how = "" if cfg.method == "multitrial" else f"method {cfg.method}, "
-        console.print(f"run directory: [bold]{run.dir}[/bold]  ({how}{cfg.strategy} search over "
-                      f"{cfg.space} on {cfg.task}, evaluator {cfg.evaluator}, "
-                      f"budget {cfg.budget or '-'} trials"
-                      f"{f', {cfg.time_budget} min' if cfg.time_budget else ''})")
+        console.print(f"run directory: [bold]{run.dir}[/bold]  ({_run_summary(cfg)})")
         _attach_progress(run, quiet)
         run.search()
         rows = list(run.store.rows())
     _print_leaderboard(rows, run.objectives, f"leaderboard ({len(rows)} trials)")
     console.print(f"run directory: [bold]{run.dir}[/bold] (report.html, trials.csv, best/)")
+
+
+def _run_summary(cfg: Any) -> str:
+    """What the run does, in words: a strategy's search with its budget, or a method that uses
+    neither (one-shot and hypernetwork methods name only what they train and evaluate)."""
+    from .registry import get
+
+    method = get("methods", cfg.method)
+    time_budget = f", {cfg.time_budget} min" if cfg.time_budget else ""
+    if getattr(method, "uses_strategy", False):
+        how = "" if cfg.method == "multitrial" else f"method {cfg.method}, "
+        return (f"{how}{cfg.strategy} search over {cfg.space} on {cfg.task}, evaluator "
+                f"{cfg.evaluator}, budget {cfg.budget or '-'} trials{time_budget}")
+    return (f"method {cfg.method} over {cfg.space} on {cfg.task}, evaluator {cfg.evaluator}"
+            f"{time_budget}")
 
 
 def _best_with(run: Any, search: Any, trial: Any) -> Any:
