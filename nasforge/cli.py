@@ -187,7 +187,10 @@ def _best_with(run: Any, search: Any, trial: Any) -> Any:
 def _attach_progress(run: Any, quiet: bool) -> None:
     """Show trials done / budget, best so far and time left (or log lines with --quiet)."""
     cfg = run.config
-    total = cfg.budget
+    from .registry import get
+
+    # methods that use no strategy (one-shot, hypernetwork) are not bounded by the trial budget
+    total = cfg.budget if getattr(get("methods", cfg.method), "uses_strategy", False) else None
     t0 = time.monotonic()
     done0 = run.store.count()
     if quiet or not console.is_terminal:
@@ -195,9 +198,13 @@ def _attach_progress(run: Any, quiet: bool) -> None:
             best = _best_with(run, search, trial)
             bv = run.objective.value(best.result) if best else None
             value = run.objective.value(trial.result)
+            shown = f"{run.objective.metric}={value if value is None else round(value, 4)}"
+            if value is None and trial.result.metrics:
+                # e.g. a shared-weight score (shared_val_acc), which is not the objective
+                name, other = next(iter(trial.result.metrics.items()))
+                shown = f"{name}={round(other, 4) if isinstance(other, float) else other}"
             console.print(
-                f"trial {trial.id + 1}/{total or '?'} {trial.status}"
-                f" {run.objective.metric}={value if value is None else round(value, 4)}"
+                f"trial {trial.id + 1}{f'/{total}' if total else ''} {trial.status} {shown}"
                 f" best={bv if bv is None else round(bv, 4)} {trial.arch}"
                 + (f" ({trial.result.reason})" if trial.result.reason else ""), soft_wrap=True)
         run.listeners.append(log)

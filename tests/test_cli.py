@@ -134,3 +134,15 @@ def test_train_one_architecture(tmp_path):
                     "--json", cwd=tmp_path)
     result = json.loads(proc.stdout)
     assert result["status"] == "ok" and result["metrics"]["test_acc"] > 0.5
+
+
+def test_run_summary_names_the_budget_only_for_methods_that_search_with_a_strategy():
+    from nasforge.cli import _run_summary
+    from nasforge.config import load_config
+
+    plain = _run_summary(load_config(None, {"budget": 12}))
+    assert plain.startswith("random search over chain on digits") and "budget 12 trials" in plain
+    halving = _run_summary(load_config(None, {"method": "sequential_halving", "budget": 12}))
+    assert halving.startswith("method sequential_halving, random search") and "12 trials" in halving
+    darts = _run_summary(load_config(None, {"method": "darts", "space": "darts", "budget": 12}))
+    assert darts == "method darts over darts on digits, evaluator train"
