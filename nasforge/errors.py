@@ -7,8 +7,19 @@ class NasforgeError(Exception):
     """A user-facing error: bad input, a missing file, a refused operation.
 
     The message names the bad value and what was expected. The CLI prints it and exits with
-    status 2 instead of showing a traceback.
+    status 2 instead of showing a traceback. Values quoted from untrusted input (a shape read
+    from a damaged file header, a long architecture text) can be huge, so a message longer than
+    ``MAX_MESSAGE`` characters keeps its beginning and its end and says how much was left out.
     """
+
+    MAX_MESSAGE = 1500
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if len(text) <= self.MAX_MESSAGE:
+            return text
+        head, tail = text[:1000], text[-300:]
+        return f"{head} ... [{len(text) - 1300:,} characters left out] ... {tail}"
 
 
 class ConfigError(NasforgeError, ValueError):

@@ -29,7 +29,7 @@ from nasforge import cli
 from nasforge.config import RunConfig, load_config
 from nasforge.data import load_task
 from nasforge.data.formats import read_idx, read_npz, write_idx
-from nasforge.errors import ArchitectureError, NasforgeError
+from nasforge.errors import ArchitectureError, DataError, NasforgeError
 from nasforge.spaces.chain import ChainArch, ChainSpace
 from nasforge.spaces.nb201 import OPS, NB201Arch, parse_cell
 
@@ -337,3 +337,14 @@ def test_hostile_inputs_through_real_subprocesses(tmp_path):
         assert_one_clear_line(proc.returncode, proc.stdout, proc.stderr)
         assert expected in proc.stderr, (args, proc.stderr)
     assert snapshot(tmp_path) == before
+
+
+def test_a_huge_value_in_a_message_is_shortened_keeping_both_ends():
+    # e.g. a shape with hundreds of dimensions read from a damaged .npy header
+    shape = tuple(range(2, 600))
+    exc = DataError(f"a.npz: x_train has shape {shape}; expected (n, features)")
+    text = str(exc)
+    assert len(text) < 2000 and "\n" not in text
+    assert text.startswith("a.npz: x_train has shape (2, 3, 4")
+    assert text.endswith("598, 599); expected (n, features)") and "characters left out" in text
+    assert str(DataError("short message")) == "short message"
