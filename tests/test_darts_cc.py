@@ -238,7 +238,7 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
     args = ["search", "--method", "darts_cc", "--space", "darts", "--task", "fashion-mnist",
             "--config", str(ROOT / "configs" / "darts_cc_fmnist.yaml"), "--seed", "3",
             "-o", f"task.root={data}", "-o", "space.C=2", "-o", "method.epochs=4",
-            "-o", "method.batch_size=32", "-o", "method.random_baseline=2",
+            "-o", "method.batch_size=32", "-o", "method.order=1", "-o", "method.random_baseline=2",
             "-o", "method.lambdas=[0,1]", "-o", "method.tau_decay=0.2",
             "-o", "evaluator.epochs=1", "-o", "evaluator.batch_size=32",
             "-o", "evaluator.measure_latency=false", "--quiet"]

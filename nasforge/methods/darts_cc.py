@@ -10,8 +10,9 @@ section DARTS-CC). The architecture parameters are a function α(λ) of a comple
    draws λ log-uniformly in ``[lambda_min, lambda_max]`` (once per step, the same λ for both
    steps), takes an architecture step on an architecture batch with the loss
    ``CE + λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))·#params(op)`` (``nasforge.oneshot.architect``:
-   first order, the gradient at the current weights, or ``order: 2``, DARTS's unrolled step with
-   the finite-difference Hessian-vector product divided by 2ε), then a weight step on a weight
+   ``order: 2``, the default as in the reference, DARTS's unrolled step with the
+   finite-difference Hessian-vector product divided by 2ε; or ``order: 1``, the gradient at the
+   current weights, about half the cost), then a weight step on a weight
    batch, both with the per-sample Gumbel-softmax weights of α(λ̃) at temperature
    ``max(tau_min, 1 - tau_decay · epoch)``; the noise is drawn once per step (a seed), so every
    loss of the step sees the same noise. Weights: SGD (lr 0.025, momentum 0.9, weight decay
@@ -199,7 +200,7 @@ class DartsCC(Method):
                  lambda_min: float = 1e-8, lambda_max: float = 1e-4,
                  lambdas: list[float] | None = None, derive: Literal["argmax", "top2"] = "argmax",
                  alpha: Literal["piecewise", "mlp"] = "piecewise", anchors: int = 5,
-                 hidden: int = 16, order: int = 1, lr: float = 0.025, lr_min: float = 0.001,
+                 hidden: int = 16, order: int = 2, lr: float = 0.025, lr_min: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 3e-4, arch_lr: float = 1e-3,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
