@@ -204,3 +204,14 @@ def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
     assert len(full) == 1 and json.loads(full[0][5])["method"] == "darts"
     assert [(r[0], r[1], r[2], r[4], r[5]) for r in resumed] == [(r[0], r[1], r[2], r[4], r[5]) for r in full]
     assert json.loads(resumed[0][3])["val_acc"] == json.loads(full[0][3])["val_acc"]
+
+
+def test_paper_defaults():
+    # GDAS's own search settings (240 epochs, Nesterov SGD with weight decay 5e-4, tau 10 -> 0.1);
+    # DARTS's code searches first order unless --unrolled; DARTS-CC's reference is second order
+    gdas = registry.create("methods", "gdas")
+    assert (gdas.epochs, gdas.weight_decay, gdas.nesterov, gdas.tau_max, gdas.tau_min) == (
+        240, 5e-4, True, 10.0, 0.1)
+    darts = registry.create("methods", "darts")
+    assert (darts.order, darts.lr, darts.weight_decay, darts.arch_lr) == (1, 0.025, 3e-4, 3e-4)
+    assert registry.create("methods", "darts_cc").order == 2

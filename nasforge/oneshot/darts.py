@@ -193,7 +193,8 @@ class _SupernetSearch(Method):
                              weight_decay=self.weight_decay, batch_size=self.batch_size,
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip, amp=False)
         weights = torch.optim.SGD(model.supernet.parameters(), lr=self.lr, momentum=self.momentum,
-                                  weight_decay=self.weight_decay)
+                                  weight_decay=self.weight_decay,
+                                  nesterov=bool(getattr(self, "nesterov", False)))
         alpha = torch.optim.Adam(model.alphas.parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
                                  weight_decay=self.arch_weight_decay)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=self.epochs,
@@ -309,9 +310,10 @@ class Gdas(_SupernetSearch):
     name = "gdas"
     sampling = "gumbel"
 
-    def __init__(self, epochs: int = 50, C: int | None = None, layers: int | None = None,
+    def __init__(self, epochs: int = 240, C: int | None = None, layers: int | None = None,
                  batch_size: int = 64, lr: float = 0.025, lr_min: float = 0.001,
-                 momentum: float = 0.9, weight_decay: float = 3e-4, arch_lr: float = 3e-4,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+                 arch_lr: float = 3e-4,
                  arch_weight_decay: float = 1e-3, grad_clip: float | None = 5.0,
                  tau_max: float = 10.0, tau_min: float = 0.1,
                  derive: Literal["top2", "argmax"] = "top2", derived: int = 1,
@@ -320,7 +322,7 @@ class Gdas(_SupernetSearch):
         self.epochs, self.C, self.layers, self.batch_size = epochs, C, layers, batch_size
         self.lr, self.lr_min, self.momentum, self.weight_decay = lr, lr_min, momentum, weight_decay
         self.arch_lr, self.arch_weight_decay, self.grad_clip = arch_lr, arch_weight_decay, grad_clip
-        self.tau_max, self.tau_min = tau_max, tau_min
+        self.tau_max, self.tau_min, self.nesterov = tau_max, tau_min, nesterov
         self.derive, self.derived, self.supernet_val, self.device = derive, derived, supernet_val, device
         self.train_rows, self.plots = train_rows, plots
         self._check_common()
