@@ -137,3 +137,21 @@ def run_cli(*args: str, cwd: Path, check: bool = True, timeout: float = 600,
         raise AssertionError(f"nasforge {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def main_in_process(*args: str) -> int:
+    """Run the CLI's ``main`` in this process with ``args`` as its arguments; the exit status.
+
+    Output goes to the current ``sys.stdout`` / ``sys.stderr`` (pytest's ``capsys`` captures it).
+    """
+    from . import cli
+
+    argv = sys.argv
+    sys.argv = ["nasforge", *args]
+    try:
+        cli.main()
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv

@@ -11,6 +11,7 @@ import torch
 from nasforge.core import Task
 from nasforge.spaces.chain import ChainSpace
 from nasforge.spaces.nb201 import NB201Space
+from nasforge.testing import main_in_process
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -136,20 +137,7 @@ def test_export_best_of_a_run_directory(tmp_path):
 
 
 def cli(*args: str) -> int:
-    """``nasforge ARGS`` in this process (as the console script runs it); its exit status."""
-    import sys
-
-    from nasforge import cli as cli_module
-
-    argv = sys.argv
-    sys.argv = ["nasforge", *args]
-    try:
-        cli_module.main()
-        return 0
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = argv
+    return main_in_process(*args)
 
 
 @pytest.fixture(scope="module")

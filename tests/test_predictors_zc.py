@@ -5,7 +5,6 @@ chain targets and the planted nb201 target are generated; the run is a real (tin
 digits.
 """
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,9 @@ import pytest
 
 from nasforge import registry
 from nasforge.errors import NasforgeError
-from nasforge.predictors import kendall_tau
 from nasforge.predictors import evaluate as ev
+from nasforge.predictors import kendall_tau
+from nasforge.testing import main_in_process
 
 SLICE = Path(__file__).parent / "data" / "nb201_slice.csv"
 
@@ -97,19 +97,7 @@ def digits_run(tmp_path_factory):
 
 
 def _cli(args):
-    import sys
-
-    from nasforge import cli as cli_module
-
-    argv = sys.argv
-    sys.argv = ["nasforge", *args]
-    try:
-        cli_module.main()
-        return 0
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = argv
+    return main_in_process(*args)
 
 
 @pytest.mark.slow
