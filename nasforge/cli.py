@@ -115,6 +115,8 @@ def search(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="component option GROUP.NAME=VALUE (repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="log lines instead of a progress bar"),
+    export: Optional[bool] = typer.Option(None, "--export/--no-export",
+                                          help="write best/model.onnx when the search ends (default: yes)"),
 ) -> None:
     """Search for architectures; prints the leaderboard and the run directory."""
     from .config import load_config
@@ -127,7 +129,8 @@ def search(
                                  "objective": objective or None,
                                  "constraints": list(constraint) if constraint else None,
                                  "budget": budget,
-                                 "time_budget": time_budget, "workers": workers, "seed": seed}
+                                 "time_budget": time_budget, "workers": workers, "seed": seed,
+                                 "export": export}
     extra = _parse_sets(option)
     if schedule_scale is not None:
         extra.setdefault("strategy_options", {})["schedule_scale"] = yaml.safe_load(schedule_scale)

@@ -74,6 +74,7 @@ class RunConfig(BaseModel):
     batch: int | None = Field(default=None, ge=1)  # trials asked at once; None: = workers
     seed: int = 0
     keep_trials: bool = False
+    export: bool = True  # write best/model.onnx when the search ends (`nasforge export` can later)
     method: str = "multitrial"  # what drives the run (nasforge.methods)
     method_options: dict[str, Any] = Field(default_factory=dict)
     _notes: list[str] = pydantic.PrivateAttr(default_factory=list)

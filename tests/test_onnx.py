@@ -199,3 +199,22 @@ def test_export_command_without_the_extra(small_run, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "pip install 'nasforge[onnx]'" in err and "Traceback" not in err
     assert not (small_run / "x.onnx").exists()
+
+
+def test_no_export_skips_model_onnx_and_removes_a_stale_one(tmp_path):
+    """``export: false`` (``--no-export``) writes no best/model.onnx and never leaves one of an
+    earlier best describing another trial; it may change on resume."""
+    from nasforge.config import load_config
+    from nasforge.run.rundir import Run
+
+    out = tmp_path / "r"
+    cfg = load_config(None, {"budget": 2, "seed": 3, "export": False, "evaluator_options": {"epochs": 1},
+                             "space_options": {"features": [8], "min_conv": 1, "max_conv": 1}})
+    with Run.create(cfg, out) as run:
+        run.search()
+    assert (out / "best" / "arch.txt").is_file() and (out / "best" / "model.pt").is_file()
+    assert not (out / "best" / "model.onnx").exists()
+    (out / "best" / "model.onnx").write_bytes(b"stale")  # as if an earlier best had been exported
+    assert cli("search", "--resume", str(out), "--budget", "3", "--no-export", "-q") == 0
+    assert not (out / "best" / "model.onnx").exists()
+    assert "export: false" in (out / "config.yaml").read_text()

@@ -6,13 +6,14 @@ Layout (DESIGN.md)::
 
 A new run locks its directory before any slow work and refuses one that already holds a run
 (use ``resume``) or anything else (see ``ownership``); resuming takes the saved config, so a
-run continues exactly as it started. Only the budget, time budget and the number of workers
-may change on resume (to extend a run or use another machine).
+run continues exactly as it started. Only the budget, time budget, the number of workers and
+whether best/model.onnx is written may change on resume (to extend a run or use another machine).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 from datetime import datetime
@@ -32,7 +33,9 @@ from .loop import Budget, Search
 from .ownership import NewRunDir, repair_run, warn_config_edits  # noqa: F401 (repair_run: API)
 from .store import RunLock, Store, open_store, warn_if_damaged
 
-RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor"}
+log = logging.getLogger(__name__)
+
+RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor", "export"}
 
 
 def build_space(name: str, options: dict[str, Any], task: Task | None) -> SearchSpace:
@@ -156,8 +159,15 @@ class Run:
             trials = run_method(c["method"], ctx)
         finally:
             self.refresh(force=True)
-        from ..export.onnx import export_best  # best/model.onnx (skipped, with a log line, without the onnx extra)
-        export_best(self.dir, c["space"], c["task"], evaluator=c["evaluator"])
+        if cfg.export:
+            from ..export.onnx import export_best  # best/model.onnx (skipped, with a log line, without the onnx extra)
+            export_best(self.dir, c["space"], c["task"], evaluator=c["evaluator"])
+        else:
+            stale = self.dir / "best" / "model.onnx"
+            if stale.exists():  # never left describing an earlier best
+                stale.unlink()
+            log.info("best/model.onnx not written (export: false); `nasforge export %s` writes "
+                     "the best trial's network later", self.dir)
         return trials
 
     def _on_trial(self, search: Search, trial: Trial) -> None:
