@@ -137,6 +137,28 @@ def test_level_batched_gnn_equals_node_by_node_reference(variant):
     assert not torch.allclose(fast[:6], fast[6:])  # the extra edge changed the second graph
 
 
+def test_inference_path_equals_the_differentiable_one_and_levels_are_longest_paths():
+    ghn = make("ghn2")
+    graphs = [hand_graph(), hand_graph()]
+    graphs[1].adj[0, 4] = True
+    with torch.no_grad():  # in-place updates
+        fast = ghn.predict(graphs)
+    slow = ghn.predict(graphs)  # out-of-place, differentiable
+    for a, b in zip(fast, slow):
+        assert set(a) == set(b)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k].detach())
+    g = graphs[1]
+    n = g.num_nodes
+    want = [0] * n  # longest path from a source, by brute force over the edges
+    for _ in range(n):
+        for u in range(n):
+            for v in range(n):
+                if g.adj[u, v]:
+                    want[v] = max(want[v], want[u] + 1)
+    assert g.levels().tolist() == want
+
+
 def test_mlp_variant_has_no_message_passing():
     ghn = make("mlp")
     g1, g2 = hand_graph(), hand_graph()

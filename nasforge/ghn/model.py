@@ -200,15 +200,24 @@ class GraphTensors:
 
     def levels(self, reverse: bool = False) -> torch.Tensor:
         """Longest path from a source (``reverse``: to a sink) for every node, over real edges."""
-        n = self.num_nodes
-        lv = [0] * n
-        order = range(n - 1, -1, -1) if reverse else range(n)
-        nbrs = [torch.nonzero(self.adj[i] if reverse else self.adj[:, i]).flatten().tolist()
-                for i in range(n)]
-        for i in order:
-            if nbrs[i]:
-                lv[i] = 1 + max(lv[j] for j in nbrs[i])
-        return torch.tensor(lv, dtype=torch.long)
+        key = -1 if reverse else -2
+        if key not in self._dist:
+            a = self.adj.numpy()
+            n = self.num_nodes
+            src, dst = np.nonzero(a)  # edges src -> dst, src < dst
+            lv = np.zeros(n, dtype=np.int64)
+            if reverse:  # a node's level is 1 + the largest level of its successors
+                order = np.argsort(-src, kind="stable")
+                for u, v in zip(src[order].tolist(), dst[order].tolist()):
+                    if lv[v] + 1 > lv[u]:
+                        lv[u] = lv[v] + 1
+            else:  # edges by increasing target: every predecessor is final before it is read
+                order = np.argsort(dst, kind="stable")
+                for u, v in zip(src[order].tolist(), dst[order].tolist()):
+                    if lv[u] + 1 > lv[v]:
+                        lv[v] = lv[u] + 1
+            self._dist[key] = torch.from_numpy(lv)
+        return self._dist[key]
 
 
 def classifier_params(g: GraphTensors) -> tuple[int | None, int | None]:
@@ -265,12 +274,33 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 @dataclass
 class _Plan:
-    """What the GNN needs of a (merged) graph, computed once without gradients."""
+    """What the GNN needs of a (merged) graph, computed once without gradients.
+
+    Per topological level (``fwd_levels`` / ``bwd_levels``: node indices), the rows of the
+    level's nodes of the sweep's coefficient matrix, ``[adj | ve]`` (``[n_level, 2N]``; only
+    ``adj`` without virtual edges), so one level's messages are one product with the stacked
+    message buffer ``[MLP(h); MLP_ve(h)]`` (``[2N, hid]``), and the buffer rows to update."""
 
     adj_in: torch.Tensor  # [N, N] float: adj_in[v, u] = 1 for an edge u -> v
     ve_in: torch.Tensor | None  # [N, N] float: 1 / s(u, v) for 1 <= s <= cutoff
     fwd_levels: list[torch.Tensor]
     bwd_levels: list[torch.Tensor]
+    fwd_coef: list[torch.Tensor] = field(default_factory=list)
+    bwd_coef: list[torch.Tensor] = field(default_factory=list)
+    fwd_rows: list[torch.Tensor] = field(default_factory=list)
+    bwd_rows: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.adj_in.shape[0]
+        k = 1 if self.ve_in is None else 2
+        fwd = self.adj_in if self.ve_in is None else torch.cat([self.adj_in, self.ve_in], 1)
+        adj_out = self.adj_in.t()
+        bwd = adj_out if self.ve_in is None else torch.cat([adj_out, self.ve_in.t()], 1)
+        for levels, mat, coef, rows in ((self.fwd_levels, fwd, self.fwd_coef, self.fwd_rows),
+                                        (self.bwd_levels, bwd, self.bwd_coef, self.bwd_rows)):
+            for idx in levels:
+                coef.append(mat.index_select(0, idx).contiguous())
+                rows.append(torch.cat([idx + j * n for j in range(k)]))
 
 
 def _groups(levels: torch.Tensor) -> list[torch.Tensor]:
@@ -297,25 +327,51 @@ class GatedGNN(nn.Module):
         self.mlp_ve = _mlp([hid, hid, hid]) if virtual_edges else None
         self.gru = _GRUCell(hid, hid)
 
-    def _sweep(self, h: torch.Tensor, adj: torch.Tensor, ve: torch.Tensor | None,
-               levels: list[torch.Tensor]) -> torch.Tensor:
-        msg = self.mlp(h)
-        msg_ve = self.mlp_ve(h) if ve is not None and self.mlp_ve is not None else None
-        for idx in levels:
-            m = adj[idx] @ msg
-            if msg_ve is not None:
-                m = m + ve[idx] @ msg_ve
-            new = self.gru(m, h[idx])
-            h = h.index_copy(0, idx, new)
-            msg = msg.index_copy(0, idx, self.mlp(new))
-            if msg_ve is not None:
-                msg_ve = msg_ve.index_copy(0, idx, self.mlp_ve(new))
+    def _fused(self, virtual: bool) -> tuple[torch.Tensor, ...]:
+        """``MLP`` and ``MLP_ve`` as one two-layer map ``hid -> k hid`` (block-diagonal second
+        layer): the same numbers in one call per level."""
+        a, b = self.mlp[0], self.mlp[2]
+        if not virtual or self.mlp_ve is None:
+            return a.weight, a.bias, b.weight, b.bias
+        c, d = self.mlp_ve[0], self.mlp_ve[2]
+        return (torch.cat([a.weight, c.weight]), torch.cat([a.bias, c.bias]),
+                torch.block_diag(b.weight, d.weight), torch.cat([b.bias, d.bias]))
+
+    def _sweep(self, h: torch.Tensor, coefs: list[torch.Tensor], levels: list[torch.Tensor],
+               rows: list[torch.Tensor], virtual: bool) -> torch.Tensor:
+        w1, b1, w2, b2 = self._fused(virtual)
+        k = w2.shape[0] // h.shape[1]
+        gru = self.gru
+        n, hid = h.shape
+
+        def messages(x: torch.Tensor) -> torch.Tensor:  # [m, hid] -> [k m, hid], stacked by kind
+            y = F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)
+            return y.view(x.shape[0], k, hid).transpose(0, 1).reshape(k * x.shape[0], hid)
+
+        buf = messages(h)
+        inplace = not torch.is_grad_enabled()
+        if inplace:
+            h = h.clone()
+        last = len(levels) - 1
+        for i, (idx, coef, r) in enumerate(zip(levels, coefs, rows)):
+            new = torch.gru_cell(coef @ buf, h.index_select(0, idx), gru.weight_ih,
+                                 gru.weight_hh, gru.bias_ih, gru.bias_hh)
+            if inplace:
+                h.index_copy_(0, idx, new)
+                if i < last:
+                    buf.index_copy_(0, r, messages(new))
+            else:
+                h = h.index_copy(0, idx, new)
+                if i < last:
+                    buf = buf.index_copy(0, r, messages(new))
         return h
 
     def forward(self, h: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        h = self._sweep(h, plan.adj_in, plan.ve_in, plan.fwd_levels)
-        ve_out = plan.ve_in.t() if plan.ve_in is not None else None
-        return self._sweep(h, plan.adj_in.t(), ve_out, plan.bwd_levels)
+        virtual = plan.ve_in is not None and self.mlp_ve is not None
+        if plan.ve_in is not None and self.mlp_ve is None:
+            raise ValueError("a plan with virtual edges for a GNN without them")
+        h = self._sweep(h, plan.fwd_coef, plan.fwd_levels, plan.fwd_rows, virtual)
+        return self._sweep(h, plan.bwd_coef, plan.bwd_levels, plan.bwd_rows, virtual)
 
     def forward_naive(self, h: torch.Tensor, plan: _Plan) -> torch.Tensor:
         """The reference's node-by-node update (for tests): same result, one node per step."""
@@ -400,22 +456,33 @@ def fan_in_beta(shape: Sequence[int]) -> tuple[int, float]:
     return ci * kh * kw, beta
 
 
-def normalize_param(w: torch.Tensor, kind: str) -> torch.Tensor:
-    """GHN-2's normalisation of one predicted parameter (see the module docstring)."""
+def normalize_param(w: torch.Tensor, kind: str, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """GHN-2's normalisation of one predicted parameter (see the module docstring); ``shape``
+    (default ``w.shape``) is the parameter's own shape when ``w`` stacks several of them."""
+    shape = tuple(w.shape) if shape is None else tuple(shape)
     if kind in UNSCALED_KINDS:
         return w
     if kind in NORM_WEIGHT_KINDS:
         return 2.0 * torch.sigmoid(0.5 * w)
     if kind in BIAS_KINDS:
         return torch.tanh(0.2 * w)
-    if w.dim() >= 2:
-        fan_in, beta = fan_in_beta(w.shape)
+    if len(shape) >= 2:
+        fan_in, beta = fan_in_beta(shape)
         return w * math.sqrt(beta / fan_in)
     return w
 
 
 # ------------------------------------------------------------------------------------------------
 # the hypernetwork
+
+
+def _subgroups(jobs: Sequence[tuple[int, int, ParamRequest, bool]]
+               ) -> dict[tuple[tuple[int, ...], str, bool], list[int]]:
+    """Positions in ``jobs`` by (parameter shape, kind, classifier flag)."""
+    out: dict[tuple[tuple[int, ...], str, bool], list[int]] = {}
+    for j, (_, _, p, is_cls) in enumerate(jobs):
+        out.setdefault((tuple(p.shape), p.kind, is_cls), []).append(j)
+    return out
 
 
 class GHN(nn.Module):
@@ -509,25 +576,31 @@ class GHN(nn.Module):
                 else:
                     one_d_jobs.append((gi, row, p, pi == cls_b))
             off += g.num_nodes
+        # one decoder call per kept size, then one tiling / normalisation per parameter shape
         for (kh, kw, co, ci), jobs in conv_jobs.items():
-            rows = torch.tensor([j[1] for j in jobs])
-            ws = dec.conv(h[rows], kh, kw, co, ci)  # [P, co, ci, kh, kw]
-            for (gi, _, p, is_cls), w in zip(jobs, ws):
-                if is_cls:  # [CO, ci] -> [classes, ci]
-                    w = dec.class_weight(F.relu(w[:, :, 0, 0]).t()).t()[:, :, None, None]
-                w = tile_crop(w, canonical4(p.shape)).reshape(p.shape)
-                out[gi][p.name] = normalize_param(w, p.kind) if cfg.normalize else w
+            ws = dec.conv(h[torch.tensor([j[1] for j in jobs])], kh, kw, co, ci)  # [P, co, ci, kh, kw]
+            for (shape, kind, is_cls), js in _subgroups(jobs).items():
+                w = ws if len(js) == len(jobs) else ws[torch.tensor(js)]
+                if is_cls:  # [P, CO, ci] -> [P, classes, ci]
+                    w = dec.class_weight(F.relu(w[:, :, :, 0, 0]).transpose(1, 2))
+                    w = w.transpose(1, 2)[..., None, None]
+                w = tile_crop(w, (len(js),) + canonical4(shape)).reshape(len(js), *shape)
+                if cfg.normalize:
+                    w = normalize_param(w, kind, shape)
+                for j, wj in zip(js, w.unbind(0)):
+                    out[jobs[j][0]][jobs[j][2].name] = wj
         if one_d_jobs:
-            rows = torch.tensor([j[1] for j in one_d_jobs])
-            vs = dec.one_d(h[rows])  # [P, 2, co]
-            for (gi, _, p, is_cls), v in zip(one_d_jobs, vs):
-                is_bias = p.kind in BIAS_KINDS
-                v = v[1] if is_bias else v[0]
+            vs = dec.one_d(h[torch.tensor([j[1] for j in one_d_jobs])])  # [P, 2, co]
+            for (shape, kind, is_cls), js in _subgroups(one_d_jobs).items():
+                v = vs[torch.tensor(js), 1 if kind in BIAS_KINDS else 0]  # [p, co]
                 if is_cls:
                     v = dec.class_bias(F.relu(v))
-                n = int(np.prod(p.shape)) if len(p.shape) else 1
-                v = tile_crop(v, (n,)).reshape(p.shape)
-                out[gi][p.name] = normalize_param(v, p.kind) if cfg.normalize else v
+                n = int(np.prod(shape)) if len(shape) else 1
+                v = tile_crop(v, (len(js), n)).reshape(len(js), *shape)
+                if cfg.normalize:
+                    v = normalize_param(v, kind, shape)
+                for j, vj in zip(js, v.unbind(0)):
+                    out[one_d_jobs[j][0]][one_d_jobs[j][2].name] = vj
         return out
 
     def predict(self, graphs: Sequence[GraphTensors]) -> list[dict[str, torch.Tensor]]:
