@@ -78,10 +78,10 @@ class GeneratorConfig:
     chain CNN layers.
     """
 
-    channels: tuple[int, ...] = (8, 12, 16, 24)
+    channels: tuple[int, ...] = (8, 12, 16)
     cells: tuple[int, int] = (2, 6)
     nodes: tuple[int, int] = (1, 4)
-    stem_multipliers: tuple[int, ...] = (1, 2, 3)
+    stem_multipliers: tuple[int, ...] = (1, 2)
     ops: tuple[str, ...] = OP_POOL
     families: dict[str, float] = field(default_factory=lambda: {"darts": 0.8, "chain": 0.1,
                                                                 "nb201": 0.1})
@@ -91,7 +91,7 @@ class GeneratorConfig:
     deep_cells: tuple[int, int] = (10, 16)
     dense_nodes: tuple[int, int] = (5, 8)
     nb201_cells: tuple[int, int] = (1, 2)
-    chain_features: tuple[int, ...] = (8, 16, 32, 64)
+    chain_features: tuple[int, ...] = (8, 16, 32)
 
     def __post_init__(self) -> None:
         from ..ops.darts_ops import OPS
