@@ -278,8 +278,9 @@ class _Plan:
 
     Per topological level (``fwd_levels`` / ``bwd_levels``: node indices), the rows of the
     level's nodes of the sweep's coefficient matrix, ``[adj | ve]`` (``[n_level, 2N]``; only
-    ``adj`` without virtual edges), so one level's messages are one product with the stacked
-    message buffer ``[MLP(h); MLP_ve(h)]`` (``[2N, hid]``), and the buffer rows to update."""
+    ``adj`` without virtual edges; columns interleaved, ``2u + j``), so one level's messages
+    are one product with the message buffer whose row ``2u + j`` holds ``MLP(h_u)`` (j = 0)
+    or ``MLP_ve(h_u)`` (j = 1) (``[2N, hid]``), and the buffer rows to update."""
 
     adj_in: torch.Tensor  # [N, N] float: adj_in[v, u] = 1 for an edge u -> v
     ve_in: torch.Tensor | None  # [N, N] float: 1 / s(u, v) for 1 <= s <= cutoff
@@ -293,14 +294,19 @@ class _Plan:
     def __post_init__(self) -> None:
         n = self.adj_in.shape[0]
         k = 1 if self.ve_in is None else 2
-        fwd = self.adj_in if self.ve_in is None else torch.cat([self.adj_in, self.ve_in], 1)
+        # columns interleaved by kind: column k u + j is kind j's message of node u
+        fwd = self.adj_in if self.ve_in is None else torch.stack([self.adj_in, self.ve_in], 2)
         adj_out = self.adj_in.t()
-        bwd = adj_out if self.ve_in is None else torch.cat([adj_out, self.ve_in.t()], 1)
+        bwd = adj_out if self.ve_in is None else torch.stack([adj_out, self.ve_in.t()], 2)
         for levels, mat, coef, rows in ((self.fwd_levels, fwd, self.fwd_coef, self.fwd_rows),
                                         (self.bwd_levels, bwd, self.bwd_coef, self.bwd_rows)):
-            for idx in levels:
-                coef.append(mat.index_select(0, idx).contiguous())
-                rows.append(torch.cat([idx + j * n for j in range(k)]))
+            if not levels:
+                continue
+            perm = torch.cat(levels)
+            counts = [len(idx) for idx in levels]
+            coef.extend(torch.split(mat.reshape(n, k * n).index_select(0, perm), counts))
+            r = (k * perm[:, None] + torch.arange(k)).reshape(-1)
+            rows.extend(torch.split(r, [k * c for c in counts]))
 
 
 def _groups(levels: torch.Tensor) -> list[torch.Tensor]:
@@ -344,9 +350,8 @@ class GatedGNN(nn.Module):
         gru = self.gru
         n, hid = h.shape
 
-        def messages(x: torch.Tensor) -> torch.Tensor:  # [m, hid] -> [k m, hid], stacked by kind
-            y = F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)
-            return y.view(x.shape[0], k, hid).transpose(0, 1).reshape(k * x.shape[0], hid)
+        def messages(x: torch.Tensor) -> torch.Tensor:  # [m, hid] -> [k m, hid], interleaved
+            return F.linear(F.relu(F.linear(x, w1, b1)), w2, b2).view(k * x.shape[0], hid)
 
         buf = messages(h)
         inplace = not torch.is_grad_enabled()
