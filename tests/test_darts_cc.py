@@ -24,8 +24,9 @@ from nasforge.cost import count_params
 from nasforge.errors import ConfigError
 from nasforge.methods.darts_cc import DartsCC, DartsCCModel, random_genotypes
 from nasforge.oneshot.dartscc import (PARAMETER_FREE, AlphaHypernet, LambdaRange, MLPAlpha,
-                                      PiecewiseLinear, complexity, expected_params,
-                                      gumbel_weights, temperature)
+                                      PiecewiseLinear, complexity, complexity_scale,
+                                      expected_params, gumbel_weights, max_params,
+                                      temperature)
 from nasforge.oneshot.derive import derive
 from nasforge.oneshot.supernet import SuperNet
 from nasforge.ops.darts_ops import PRIMITIVES
@@ -105,6 +106,18 @@ def test_complexity_term_equals_parameter_counts_of_built_networks():
     zero = {ct: torch.zeros(net.num_edges, len(PRIMITIVES)) for ct in ("normal", "reduce")}
     mean = sum(table[ct].sum().item() for ct in table) / len(PRIMITIVES)
     assert complexity(zero, table, 1e-6).item() == pytest.approx(1e-6 * mean)
+    # the relative unit: divided by the cells' largest count (every edge its largest operation:
+    # sep_conv_5x5 here, 2 * (25c + c*c + 2c)), so α one-hot on it gives exactly λ
+    sep5 = lambda c: 2 * (25 * c + c * c + 2 * c)  # noqa: E731
+    assert max_params(table) == 5 * (sep5(4) + sep5(8) + sep5(16))
+    assert complexity_scale(table, "params") == 1.0
+    hot5 = {ct: torch.full_like(hot[ct], -1e4).index_fill_(1, torch.tensor(
+        [PRIMITIVES.index("sep_conv_5x5")]), 0.0) for ct in hot}
+    assert complexity(hot5, table, 0.3, "relative").item() == pytest.approx(0.3)
+    assert complexity(hot, table, 1.0, "relative").item() == pytest.approx(
+        (full - empty) / max_params(table))
+    with pytest.raises(ConfigError, match="complexity unit 'millions'"):
+        complexity_scale(table, "millions")
 
 
 def test_derive_at_the_lambda_extremes_of_a_constructed_hypernet():
@@ -174,7 +187,7 @@ def test_options_are_checked():
                        ({"derive": "best"}, "derive"), ({"random_baseline": 1}, "random_baseline"),
                        ({"lambda_min": 1e-3, "lambda_max": 1e-4}, "low < high"),
                        ({"order": 3}, "order"), ({"arch_fraction": 1.0}, "arch_fraction"),
-                       ({"device": "tpu"}, "device")]:
+                       ({"device": "tpu"}, "device"), ({"complexity": "flops"}, "complexity")]:
         with pytest.raises(ConfigError, match=match):
             registry.create("methods", "darts_cc", **bad)
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)

@@ -55,8 +55,9 @@ from torch import nn
 from ..core import Trial
 from ..errors import ConfigError
 from ..oneshot.architect import Architect, Bilevel
-from ..oneshot.dartscc import (CELL_TYPES, PARAMETER_FREE, AlphaHypernet, LambdaRange,
-                               expected_params, gumbel_weights, temperature)
+from ..oneshot.dartscc import (CELL_TYPES, COMPLEXITY_UNITS, PARAMETER_FREE, AlphaHypernet, LambdaRange,
+                               complexity_scale, expected_params, gumbel_weights,
+                               temperature)
 from ..oneshot.derive import derive
 from ..oneshot.supernet import SuperNet
 from ..registry import register
@@ -126,12 +127,14 @@ class LambdaSchedule(Callback):
                      train_loss=logs.get("train_loss")))
 
 
-def hyperloss(table: dict[str, torch.Tensor]) -> Callable[[nn.Module, tuple], torch.Tensor]:
-    """The architecture loss: cross-entropy plus λ times the expected parameter count."""
+def hyperloss(table: dict[str, torch.Tensor], scale: float = 1.0
+              ) -> Callable[[nn.Module, tuple], torch.Tensor]:
+    """The architecture loss: cross-entropy plus λ times the expected parameter count divided
+    by ``scale`` (1: the reference's raw count; ``complexity_scale(table, "relative")``)."""
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(model(x), y)
-        return loss + model.lam * expected_params(model.alphas(), table)
+        return loss + model.lam * expected_params(model.alphas(), table) / scale
     return loss_fn
 
 
@@ -204,6 +207,7 @@ class DartsCC(Method):
                  momentum: float = 0.9, weight_decay: float = 3e-4, arch_lr: float = 1e-3,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
+                 complexity: Literal["params", "relative"] = "params",
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -230,6 +234,10 @@ class DartsCC(Method):
                               "λ̃ in [0, 1] (0: lambda_min, 1: lambda_max)")
         if derive not in ("argmax", "top2"):
             raise ConfigError(f"darts_cc: derive = {derive!r}; expected 'argmax' or 'top2'")
+        if complexity not in COMPLEXITY_UNITS:
+            raise ConfigError(f"darts_cc: complexity = {complexity!r}; expected 'params' (the "
+                              "reference's raw parameter count) or 'relative' (relative to the "
+                              "cells' largest possible parameter count)")
         if alpha not in ("piecewise", "mlp"):
             raise ConfigError(f"darts_cc: alpha = {alpha!r}; expected 'piecewise' or 'mlp'")
         for key, value in (("lr", lr), ("arch_lr", arch_lr), ("grad_clip", grad_clip)):
@@ -252,6 +260,7 @@ class DartsCC(Method):
         self.arch_weight_decay, self.grad_clip = float(arch_weight_decay), float(grad_clip)
         self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
         self.random_baseline, self.plots = random_baseline, plots
+        self.complexity = complexity
         resolve_device(device)
         self.device = device
 
@@ -286,7 +295,8 @@ class DartsCC(Method):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
                                                               eta_min=self.lr_min)
         architect = Architect(model, list(supernet.parameters()), list(hyper.parameters()),
-                              hyperloss(table), order=self.order, weight_optimizer=weights_opt)
+                              hyperloss(table, complexity_scale(table, self.complexity)),
+                              order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),
                      Bilevel(architect, (x[arch_idx], y[arch_idx]), self.batch_size)]
         config = TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
@@ -302,7 +312,9 @@ class DartsCC(Method):
     def search(self, ctx: MethodContext) -> dict[str, Any]:
         """Train the supernet and hypernetwork; derive the family and the random baseline."""
         model, engine, table, weight_data = self.build(ctx)
+        cpu = time.process_time()
         result = ctx.train(engine, weight_data, None)
+        cpu = time.process_time() - cpu
         space = ctx.space
         lam_range = LambdaRange(self.lambda_min, self.lambda_max)
         final = snapshot(model, self.lambdas, table, space.ops, self.derive)
@@ -315,6 +327,9 @@ class DartsCC(Method):
                 "history": engine.state.get("history", []),
                 "arch_loss": engine.state.get("arch_loss", []),
                 "search_seconds": result.seconds, "epochs": result.epochs_run,
+                "search_cpu_seconds_this_process": cpu,
+                "complexity": self.complexity,
+                "complexity_scale": complexity_scale(table, self.complexity),
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
 
@@ -326,9 +341,11 @@ class DartsCC(Method):
             ctx.save_state(self.epochs + 1, state)  # ids and genotypes fixed before any trial
         else:
             state = loaded[1]
+        optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale")
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
-            "search_seconds", "epochs", "order", "supernet_params", "arch_loss")})
+            "search_seconds", "epochs", "order", "supernet_params", "arch_loss")
+            + tuple(k for k in optional if k in state)})
         first = state["first_id"]
         proposals, copies, seen = [], [], {}
         for i, (t, lam, text) in enumerate(zip(state["lambdas"], state["lambda_values"],

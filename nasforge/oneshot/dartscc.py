@@ -189,10 +189,34 @@ def expected_params(alphas: Mapping[str, torch.Tensor], table: Mapping[str, torc
     return total
 
 
+def max_params(table: Mapping[str, torch.Tensor]) -> float:
+    """``Σ_cells Σ_edges max_op #params(op)``: the cells' parameters when every edge holds its
+    largest operation (the scale of the ``relative`` complexity unit)."""
+    return float(sum(table[ct].max(dim=-1).values.sum() for ct in CELL_TYPES))
+
+
+#: units of the complexity term: the reference's raw parameter count, or relative to the cells'
+#: largest possible parameter count (``max_params``), so that one λ range fits any network size
+COMPLEXITY_UNITS = ("params", "relative")
+
+
+def complexity_scale(table: Mapping[str, torch.Tensor], unit: str = "params") -> float:
+    """The divisor of the expected parameter count in the complexity term: 1 for ``params``
+    (DARTS-CC's reference), ``max_params(table)`` for ``relative`` (the term lies in [0, λ])."""
+    if unit not in COMPLEXITY_UNITS:
+        raise ConfigError(f"complexity unit {unit!r}; expected one of {', '.join(COMPLEXITY_UNITS)}")
+    if unit == "params":
+        return 1.0
+    top = max_params(table)
+    if not top > 0:
+        raise ConfigError("complexity unit 'relative': no operation of the cells has parameters")
+    return top
+
+
 def complexity(alphas: Mapping[str, torch.Tensor], table: Mapping[str, torch.Tensor],
-               lam: float) -> torch.Tensor:
-    """The complexity term ``λ · expected_params(α)``."""
-    return lam * expected_params(alphas, table)
+               lam: float, unit: str = "params") -> torch.Tensor:
+    """The complexity term ``λ · expected_params(α) / complexity_scale(table, unit)``."""
+    return lam * expected_params(alphas, table) / complexity_scale(table, unit)
 
 
 def gumbel_weights(alpha: torch.Tensor, batch: int, tau: float,
@@ -212,5 +236,5 @@ def temperature(epoch: int, decay: float = 0.016, floor: float = 0.1) -> float:
 
 
 __all__ = ["LambdaRange", "PiecewiseLinear", "MLPAlpha", "AlphaHypernet", "edge_list",
-           "expected_params", "complexity", "gumbel_weights", "temperature",
+           "expected_params", "complexity", "complexity_scale", "max_params", "COMPLEXITY_UNITS", "gumbel_weights", "temperature",
            "PARAMETER_FREE", "CELL_TYPES"]
