@@ -1,33 +1,46 @@
 """DARTS-CC at CPU scale: a family of genotypes from one search, and the family against random
-genotypes (issue 10, targets 1 and 2).
+genotypes, DARTS and GDAS (issue 10, targets 1 and 2).
 
-    python benchmarks/darts_cc.py family  --task digits  [--C 4 --epochs 6 --train-epochs 12]
-    python benchmarks/darts_cc.py family  --task mnist1d [...]        (1-D cells)
-    python benchmarks/darts_cc.py front   --task digits --seeds 0 1 2 --random 10 [...]
+    python benchmarks/darts_cc.py family --task digits          (target 1)
+    python benchmarks/darts_cc.py family --task mnist1d         (target 1, 1-D cells)
+    python benchmarks/darts_cc.py front  --task digits --seeds 0 1 2   (target 2)
+    python benchmarks/darts_cc.py family --reference ...        (the reference's λ unit and range)
 
 ``family`` (target 1): one ``darts_cc`` run (search, then the genotypes at λ̃ = 0, .25, .5, .75,
 1 trained from scratch by the ``train`` evaluator). Reports the distinct genotypes, their
-parameter counts against λ (do they fall as λ rises, by how much from λ̃ = 0 to 1), the search's
-wall time and the time to train the distinct genotypes from scratch.
+parameter counts against λ (strictly falling?, ratio λ̃ = 0 over λ̃ = 1), the search's time and
+the time to train the distinct genotypes from scratch (wall and CPU seconds: the machine this
+ran on has 2 cores shared with other jobs, so wall times are inflated by the load; CPU seconds
+are those of this process, one torch thread).
 
-``front`` (target 2): per seed, one ``darts_cc`` run with ``random_baseline`` random genotypes
-(the i-th with a fraction i/(N-1) of parameter-free operations) trained the same way, plus the
-DARTS genotype of a ``darts`` run with the same supernet and training when the ``darts`` method
-is available. A point (params, val_acc) is on or above the random front when no random genotype
-with at most as many parameters has a higher validation accuracy.
+``front`` (target 2): per seed, one ``darts_cc`` run with ``--random`` random genotypes (the
+i-th with a fraction i/(N-1) of parameter-free operations) trained the same way, then a
+``darts`` and a ``gdas`` run with the same supernet size, search length and training of the
+derived genotype. A point (params, val_acc) is on or above the random front when no random
+genotype with at most as many parameters has a higher validation accuracy.
 
-Sizes are CPU sizes (the machine this was measured on had 2 cores shared with other jobs):
-3 cells, C = 4 by default, search ``--epochs`` epochs with batch 128, each genotype trained
-``--train-epochs`` epochs (Adam 3e-3, batch 128, the run's validation split scores it). The
-search's Gumbel temperature decays over the search (``tau_decay`` = 0.8 / epochs, floor 0.2)
-as DARTS-CC's 1 - 0.016 epoch does over its 50 epochs.
+Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, chosen on
+validation data, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8 operations, the full
+training split, search batch 64, first-order architecture steps, the complexity term relative to
+the cells' largest parameter count (``complexity: relative``) with λ in [1e-2, 1e2],
+architecture learning rate 0.03, fixed pivots of α(λ̃), 8 search epochs, Gumbel temperature
+1 → 0.2 over the search; each genotype trained from scratch as the ``train`` evaluator's defaults
+(Adam 3e-3, batch 64, 20 epochs, cosine), scored on the validation split.
+``--reference`` switches the DARTS-CC options back to the reference's (raw parameter count,
+λ in [1e-8, 1e-4], arch lr 1e-3, second order, learned pivots).
+
+Raw results go to ``--out`` (default ``benchmarks/results/darts_cc_<target>_<task>.json``,
+written after every seed; an existing file is never overwritten: exit 2), plots to the folder
+next to it (``..._plots/``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -36,9 +49,11 @@ from typing import Any
 
 import torch
 
-from nasforge import registry
 from nasforge.config import make_config
 from nasforge.run.rundir import Run
+
+REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "arch_lr": 1e-3,
+             "order": 2, "pivots": "learned"}
 
 
 def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, Any]) -> dict:
@@ -47,85 +62,193 @@ def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, 
             "space_options": {"C": args.C, "layers": 3, "nodes": 4, "allow_none": True},
             "method": method, "method_options": options,
             "evaluator": "train",
-            "evaluator_options": {"epochs": args.train_epochs, "batch_size": 128,
+            "evaluator_options": {"epochs": args.train_epochs, "batch_size": args.train_batch,
                                   "measure_latency": False},
             "objective": ["max:val_acc", "min:params"], "seed": seed}
 
 
 def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any]:
-    return {"epochs": args.epochs, "batch_size": args.batch, "random_baseline": random,
-            "tau_decay": 0.8 / args.epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
-            "derive": args.derive, "lambda_min": args.lambda_min, "lambda_max": args.lambda_max}
+    options = {"epochs": args.epochs, "batch_size": args.batch, "random_baseline": random,
+               "tau_decay": 0.8 / args.epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
+               "derive": args.derive, "lambda_min": args.lambda_min,
+               "lambda_max": args.lambda_max, "complexity": args.complexity,
+               "order": args.order, "pivots": args.pivots, "plots": True}
+    if args.reference:
+        options.update(REFERENCE)
+    return options
 
 
-def run(cfg: dict, out: Path) -> tuple[list, dict]:
+def run(cfg: dict, out: Path) -> tuple[list, dict, float]:
+    """The run's trials, the method's metadata and the CPU seconds of this process for it."""
+    cpu = time.process_time()
     with Run.create(make_config(cfg), out) as r:
         trials = r.search()
-        meta = r.store.get_meta("darts_cc") or {}
-    return trials, meta
+        meta = r.store.get_meta(cfg["method"]) or {}
+    return trials, meta, time.process_time() - cpu
 
 
-def family_stats(trials: list, meta: dict) -> dict[str, Any]:
+def family_stats(trials: list, meta: dict, cpu_total: float) -> dict[str, Any]:
     """The family's parameters against λ, distinct genotypes, search and training times."""
     fam = sorted((t for t in trials if t.info.get("role") == "family"),
                  key=lambda t: t.info["lambda"])
     params = [t.result.cost.get("params") for t in fam]
-    train_seconds = sum(t.result.cost.get("train_seconds", 0.0) for t in fam
-                        if "same_as" not in t.info)
-    return {"lambdas": [t.info["lambda"] for t in fam], "params": params,
-            "val_acc": [t.result.metrics.get("val_acc") for t in fam],
-            "expected_params_of_alpha": meta.get("expected_params"),
-            "distinct_genotypes": len({str(t.arch) for t in fam}),
-            "params_non_increasing": all(a >= b for a, b in zip(params, params[1:])),
-            "params_ratio_lambda0_over_lambda1": params[0] / params[-1] if params[-1] else None,
-            "search_seconds": meta.get("search_seconds"),
-            "train_from_scratch_seconds": train_seconds,
-            "genotypes": [str(t.arch) for t in fam]}
+    trained = [t for t in fam if "same_as" not in t.info]
+    train_seconds = sum(t.result.cost.get("train_seconds", 0.0) for t in trained)
+    search_cpu = meta.get("search_cpu_seconds_this_process")
+    randoms = [t for t in trials if t.info.get("role") == "random"]
+    distinct = len({str(t.arch) for t in fam})
+    strictly = all(a > b for a, b in zip(params, params[1:]))
+    ratio = params[0] / params[-1] if params and params[-1] else None
+    out = {"lambdas": [t.info["lambda"] for t in fam],
+           "lambda_tilde": [t.info["lambda_tilde"] for t in fam], "params": params,
+           "val_acc": [t.result.metrics.get("val_acc") for t in fam],
+           "test_acc": [t.result.metrics.get("test_acc") for t in fam],
+           "expected_params_of_alpha": meta.get("expected_params"),
+           "distinct_genotypes": distinct,
+           "params_strictly_falling": strictly,
+           "params_non_increasing": all(a >= b for a, b in zip(params, params[1:])),
+           "params_ratio_lambda0_over_lambda1": ratio,
+           "search_seconds": meta.get("search_seconds"),
+           "search_cpu_seconds": search_cpu,
+           "family_train_seconds": train_seconds,
+           "family_train_seconds_each": [t.result.cost.get("train_seconds") for t in trained],
+           "genotypes": [str(t.arch) for t in fam]}
+    if search_cpu is not None and not randoms:  # the run trained the family only
+        out["family_train_cpu_seconds"] = cpu_total - search_cpu
+    out["target1"] = {
+        "at_least_4_distinct": distinct >= 4, "strictly_falling": strictly,
+        "ratio_at_least_1.5": ratio is not None and ratio >= 1.5,
+        "search_faster_wall": (meta.get("search_seconds") or math.inf) < train_seconds}
+    if "family_train_cpu_seconds" in out:
+        out["target1"]["search_faster_cpu"] = search_cpu < out["family_train_cpu_seconds"]
+    return out
 
 
-def family(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(tempfile.mkdtemp(prefix="darts_cc_family_"))
+def points(trials: list, role: str | None = None) -> list[list[float]]:
+    """``[params, val_acc, test_acc]`` of the ok trials (of ``role`` when given)."""
+    return [[t.result.cost["params"], t.result.metrics["val_acc"], t.result.metrics.get("test_acc")]
+            for t in trials if t.status == "ok" and (role is None or t.info.get("role") == role)]
+
+
+def on_or_above(point: list[float], randoms: list[list[float]]) -> bool:
+    """No random genotype with at most as many parameters is more accurate (validation)."""
+    p, a = point[0], point[1]
+    return all(not (r[0] <= p and r[1] > a) for r in randoms)
+
+
+def family(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="darts_cc_family_"))
     start = time.perf_counter()
-    trials, meta = run(config(args, args.seeds[0], "darts_cc", darts_cc_options(args)), out / "run")
-    return {"task": args.task, "seed": args.seeds[0], **family_stats(trials, meta),
-            "total_wall_seconds": time.perf_counter() - start, "run_dir": str(out / "run")}
+    trials, meta, cpu = run(config(args, args.seeds[0], "darts_cc", darts_cc_options(args)),
+                            work / "run")
+    result = {"task": args.task, "seed": args.seeds[0], **family_stats(trials, meta, cpu),
+              "total_wall_seconds": time.perf_counter() - start, "total_cpu_seconds": cpu,
+              "run_dir": str(work / "run")}
+    from nasforge.methods.darts_cc import write_plots
+
+    state = {**meta, "lambdas": meta.get("lambdas", [])}
+    write_plots(trials, state, plots_dir(out) / f"family_seed{args.seeds[0]}")
+    return result
 
 
-def on_or_above(point: tuple[float, float], randoms: list[tuple[float, float]]) -> bool:
-    """No random genotype with at most as many parameters is more accurate."""
-    p, a = point
-    return all(not (rp <= p and ra > a) for rp, ra in randoms)
-
-
-def front(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(tempfile.mkdtemp(prefix="darts_cc_front_"))
-    has_darts = "darts" in registry.available("methods")
-    per_seed = []
+def front(args: argparse.Namespace, out: Path, header: dict[str, Any]) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="darts_cc_front_"))
+    per_seed: list[dict[str, Any]] = []
+    result = {**header, "task": args.task, "seeds": args.seeds, "per_seed": per_seed,
+              "plots": str(plots_dir(out)), "work_dir": str(work)}
     for seed in args.seeds:
-        trials, meta = run(config(args, seed, "darts_cc", darts_cc_options(args, args.random)),
-                           out / f"cc{seed}")
-        pts = lambda role: [(t.result.cost["params"], t.result.metrics["val_acc"])  # noqa: E731
-                            for t in trials if t.info.get("role") == role and t.status == "ok"]
-        randoms, fam = pts("random"), pts("family")
+        trials, meta, cpu = run(config(args, seed, "darts_cc", darts_cc_options(args, args.random)),
+                                work / f"cc{seed}")
+        randoms, fam = points(trials, "random"), points(trials, "family")
         entry: dict[str, Any] = {
             "seed": seed, "random": randoms, "family": fam,
             "family_on_or_above": [on_or_above(p, randoms) for p in fam],
-            **family_stats(trials, meta)}
-        print(json.dumps({"partial": entry}), flush=True)  # results so far, if a later part dies
-        if has_darts:
-            dtrials, _ = run(config(args, seed, "darts", {"epochs": args.epochs, "batch_size": 128,
-                                                          "supernet_val": False, "plots": False}),
-                             out / f"darts{seed}")
-            darts_pts = [(t.result.cost["params"], t.result.metrics["val_acc"]) for t in dtrials
-                         if t.status == "ok"]
-            entry["darts"] = darts_pts
-            entry["darts_on_or_above"] = [on_or_above(p, randoms) for p in darts_pts]
+            "darts_cc_cpu_seconds": cpu, **family_stats(trials, meta, cpu)}
         per_seed.append(entry)
+        save(out, result)  # results so far, if a later part dies
+        one_shot = {"epochs": args.epochs, "batch_size": args.batch, "supernet_val": False,
+                    "plots": False, "arch_lr": args.arch_lr}
+        for method, options in (("darts", {**one_shot, "order": 1}),
+                                ("gdas", {**one_shot, "tau_max": 10.0, "tau_min": 0.1})):
+            if method in args.skip:
+                continue
+            mtrials, mmeta, mcpu = run(config(args, seed, method, options), work / f"{method}{seed}")
+            pts = points(mtrials)
+            entry[method] = pts
+            entry[f"{method}_on_or_above"] = [on_or_above(p, randoms) for p in pts]
+            entry[f"{method}_genotype"] = [str(t.arch) for t in mtrials if t.status == "ok"]
+            entry[f"{method}_search_seconds"] = mmeta.get("search_seconds")
+            entry[f"{method}_cpu_seconds"] = mcpu
+            save(out, result)
         from nasforge.methods.darts_cc import write_plots
 
-        write_plots(trials, meta, out / "plots" / f"seed{seed}", darts=entry.get("darts", []))
-    return {"task": args.task, "seeds": args.seeds, "darts_method_available": has_darts,
-            "per_seed": per_seed, "plots": str(out / "plots")}
+        write_plots(trials, meta, plots_dir(out) / f"seed{seed}",
+                    darts=[(p[0], p[1]) for p in entry.get("darts", [])])
+    summary = {"family_points": sum(len(e["family"]) for e in per_seed),
+               "family_on_or_above": sum(sum(e["family_on_or_above"]) for e in per_seed),
+               "randoms_per_seed": [len(e["random"]) for e in per_seed]}
+    for method in ("darts", "gdas"):
+        if all(method in e for e in per_seed):
+            summary[f"{method}_on_or_above"] = [e[f"{method}_on_or_above"] for e in per_seed]
+    result["summary"] = summary
+    front_figures(result, plots_dir(out))
+    return result
+
+
+def plots_dir(out: Path) -> Path:
+    return out.with_name(out.stem + "_plots")
+
+
+def front_figures(result: dict[str, Any], folder: Path) -> None:
+    """Validation accuracy against parameters, one panel per seed (family, DARTS, GDAS, random
+    genotypes); DARTS's and GDAS's accuracies (validation and test) per seed."""
+    from nasforge.oneshot.plots import _pyplot
+
+    plt = _pyplot()
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = result["per_seed"]
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.5 * len(seeds), 4), squeeze=False)
+    for ax, e in zip(axes[0], seeds):
+        if e["random"]:
+            ax.scatter([p[0] for p in e["random"]], [p[1] for p in e["random"]], c="grey",
+                       marker="x", label="random genotypes")
+        fam = e["family"]
+        ax.plot([p[0] for p in fam], [p[1] for p in fam], "o-", c="tab:blue",
+                label="DARTS-CC family (λ̃ = 0 … 1)")
+        for method, style in (("darts", ("tab:red", "s")), ("gdas", ("tab:green", "^"))):
+            if e.get(method):
+                ax.scatter([p[0] for p in e[method]], [p[1] for p in e[method]], c=style[0],
+                           marker=style[1], s=50, label=method.upper())
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(f"{result['task']}, seed {e['seed']}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "acc_vs_params.png", dpi=100)
+    plt.close(fig)
+    rows = [(m, e["seed"], p) for e in seeds for m in ("darts", "gdas") for p in e.get(m, [])[:1]]
+    if rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [f"{m.upper()}\nseed {s}" for m, s, _ in rows]
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [p[1] for _, _, p in rows], 0.4, label="validation")
+        ax.bar([x + 0.2 for x in xs], [p[2] or 0.0 for _, _, p in rows], 0.4, label="test")
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy of the derived genotype")
+        ax.set_title(f"DARTS and GDAS on {result['task']} (trained from scratch)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "darts_gdas_accuracy.png", dpi=100)
+        plt.close(fig)
+
+
+def save(out: Path, result: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
 
 
 def main() -> None:
@@ -133,22 +256,46 @@ def main() -> None:
     parser.add_argument("target", choices=("family", "front"))
     parser.add_argument("--task", default="digits")
     parser.add_argument("--C", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-epochs", type=int, default=12)
-    parser.add_argument("--arch-lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=8, help="search epochs")
+    parser.add_argument("--train-epochs", type=int, default=20)
+    parser.add_argument("--train-batch", type=int, default=64)
+    parser.add_argument("--pivots", default="fixed", choices=("learned", "fixed"))
+    parser.add_argument("--arch-lr", type=float, default=0.03)
+    parser.add_argument("--order", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--complexity", default="relative", choices=("params", "relative"))
     parser.add_argument("--derive", default="argmax", choices=("argmax", "top2"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--random", type=int, default=10)
+    parser.add_argument("--skip", nargs="*", default=[], choices=("darts", "gdas"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="cap the training split")
-    parser.add_argument("--batch", type=int, default=128, help="search batch size")
-    parser.add_argument("--lambda-min", type=float, default=1e-8)
-    parser.add_argument("--lambda-max", type=float, default=1e-4)
+    parser.add_argument("--batch", type=int, default=64, help="search batch size")
+    parser.add_argument("--lambda-min", type=float, default=1e-2)
+    parser.add_argument("--lambda-max", type=float, default=1e2)
+    parser.add_argument("--reference", action="store_true",
+                        help="DARTS-CC's reference unit, λ range, arch lr and order")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (never overwritten)")
     args = parser.parse_args()
+    out = args.out or Path(__file__).parent / "results" / f"darts_cc_{args.target}_{args.task}.json"
+    if out.exists():
+        print(f"darts_cc.py: --out {out} exists; expected a new file (results are never "
+              "overwritten)", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(args.threads)
-    result = family(args) if args.target == "family" else front(args)
-    result.update({"args": vars(args), "date": datetime.now(timezone.utc).isoformat(),
-                   "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)"})
+    header = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "date": datetime.now(timezone.utc).isoformat(),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)"}
+    if args.target == "family":
+        result = {**header, **family(args, out)}
+    else:
+        result = front(args, out, header)
+    try:
+        import os
+
+        result["load_average_at_end"] = list(os.getloadavg())
+    except OSError:
+        pass
+    save(out, result)
     print(json.dumps(result, indent=1))
 
 

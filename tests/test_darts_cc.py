@@ -55,6 +55,29 @@ def test_piecewise_linear_formula_on_hand_set_anchors():
     # gradients reach anchors and pivots
     pw(0.3).sum().backward()
     assert pw.anchors.grad.abs().sum() > 0 and pw.pivots.grad.abs().sum() > 0
+    # fixed pivots (option pivots: fixed): no gradient, the same state dict, and the method
+    # optimises only the anchors
+    fixed = AlphaHypernet(8, 2, learn_pivots=False)
+    assert set(fixed.state_dict()) == set(AlphaHypernet(8, 2).state_dict())
+    sum(a.sum() for a in fixed(0.6).values()).backward()
+    assert all(m.pivots.grad is None and m.anchors.grad is not None
+               for cell in fixed.cells.values() for m in cell)
+    model, engine, _, _ = DartsCC(epochs=1, pivots="fixed").build(_context())
+    optimised = {id(p) for g in engine.optimizers["alpha"].param_groups for p in g["params"]}
+    assert optimised == {id(m.anchors) for cell in model.hyper.cells.values() for m in cell}
+
+
+def _context():
+    """A minimal method context: generated 8x8 images (random), a 2-node darts space."""
+    from types import SimpleNamespace
+
+    from nasforge.spaces.darts import DartsSpace
+
+    g = torch.Generator().manual_seed(0)
+    task = SimpleNamespace(name="gen", kind="image", input_shape=(1, 8, 8), num_classes=10,
+                           train=(torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 10))
+    return SimpleNamespace(space=DartsSpace(C=4, layers=3, nodes=2, allow_none=True), task=task,
+                           seed=0, rng=lambda salt: np.random.default_rng(salt))
 
 
 def test_mlp_alpha_depends_on_lambda():
@@ -187,9 +210,20 @@ def test_options_are_checked():
                        ({"derive": "best"}, "derive"), ({"random_baseline": 1}, "random_baseline"),
                        ({"lambda_min": 1e-3, "lambda_max": 1e-4}, "low < high"),
                        ({"order": 3}, "order"), ({"arch_fraction": 1.0}, "arch_fraction"),
-                       ({"device": "tpu"}, "device"), ({"complexity": "flops"}, "complexity")]:
+                       ({"device": "tpu"}, "device"), ({"complexity": "flops"}, "complexity"),
+                       ({"pivots": "moving"}, "pivots")]:
         with pytest.raises(ConfigError, match=match):
             registry.create("methods", "darts_cc", **bad)
+    # the reference's defaults stay the defaults; the CPU preset is a config file
+    ref = registry.create("methods", "darts_cc")
+    assert (ref.complexity, ref.lambda_min, ref.lambda_max, ref.pivots, ref.order, ref.arch_lr) \
+        == ("params", 1e-8, 1e-4, "learned", 2, 1e-3)
+    from nasforge.config import load_config
+
+    cpu = load_config(ROOT / "configs" / "darts_cc_digits_cpu.yaml")
+    preset = registry.create("methods", "darts_cc", **cpu.method_options)
+    assert (preset.complexity, preset.lambda_min, preset.lambda_max, preset.pivots) \
+        == ("relative", 1e-2, 1e2, "fixed")
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)
 
 
@@ -287,5 +321,8 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
     # same α(λ) per epoch, same genotypes, same trials as the uninterrupted run
     killed = history(tmp_path / "killed")
     assert killed.pop("search_seconds") > 0 and meta.pop("search_seconds") > 0
+    # CPU seconds of the resumed process's part of the search (differ between runs)
+    assert killed.pop("search_cpu_seconds_this_process") > 0
+    assert meta.pop("search_cpu_seconds_this_process") > 0
     assert killed == meta
     assert rows(tmp_path / "killed") == full

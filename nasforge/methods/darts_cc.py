@@ -208,6 +208,7 @@ class DartsCC(Method):
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
                  complexity: Literal["params", "relative"] = "params",
+                 pivots: Literal["learned", "fixed"] = "learned",
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -238,6 +239,9 @@ class DartsCC(Method):
             raise ConfigError(f"darts_cc: complexity = {complexity!r}; expected 'params' (the "
                               "reference's raw parameter count) or 'relative' (relative to the "
                               "cells' largest possible parameter count)")
+        if pivots not in ("learned", "fixed"):
+            raise ConfigError(f"darts_cc: pivots = {pivots!r}; expected 'learned' (the "
+                              "reference's) or 'fixed' (linspace(0, 1, anchors))")
         if alpha not in ("piecewise", "mlp"):
             raise ConfigError(f"darts_cc: alpha = {alpha!r}; expected 'piecewise' or 'mlp'")
         for key, value in (("lr", lr), ("arch_lr", arch_lr), ("grad_clip", grad_clip)):
@@ -260,7 +264,7 @@ class DartsCC(Method):
         self.arch_weight_decay, self.grad_clip = float(arch_weight_decay), float(grad_clip)
         self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
         self.random_baseline, self.plots = random_baseline, plots
-        self.complexity = complexity
+        self.complexity, self.pivots = complexity, pivots
         resolve_device(device)
         self.device = device
 
@@ -277,7 +281,8 @@ class DartsCC(Method):
             raise ConfigError("darts_cc needs a task with training data")
         supernet = seeded_module(lambda: SuperNet.from_space(space, task), ctx.seed)
         hyper = seeded_module(lambda: AlphaHypernet(len(space.ops), space.nodes, kind=self.alpha,
-                                                    anchors=self.anchors, hidden=self.hidden),
+                                                    anchors=self.anchors, hidden=self.hidden,
+                                                    learn_pivots=self.pivots == "learned"),
                               ctx.seed + 1)
         model = DartsCCModel(supernet, hyper)
         table = {ct: v.double() for ct, v in supernet.op_param_counts().items()}
@@ -290,11 +295,12 @@ class DartsCC(Method):
         arch_idx, weight_idx = perm[:n_arch], perm[n_arch:]
         weights_opt = torch.optim.SGD(supernet.parameters(), lr=self.lr, momentum=self.momentum,
                                       weight_decay=self.weight_decay)
-        alpha_opt = torch.optim.Adam(hyper.parameters(), lr=self.arch_lr, betas=(0.5, 0.999),
+        arch_params = [p for p in hyper.parameters() if p.requires_grad]
+        alpha_opt = torch.optim.Adam(arch_params, lr=self.arch_lr, betas=(0.5, 0.999),
                                      weight_decay=self.arch_weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
                                                               eta_min=self.lr_min)
-        architect = Architect(model, list(supernet.parameters()), list(hyper.parameters()),
+        architect = Architect(model, list(supernet.parameters()), arch_params,
                               hyperloss(table, complexity_scale(table, self.complexity)),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),

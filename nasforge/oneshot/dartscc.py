@@ -25,7 +25,11 @@ the reference's description (``shared/reference/ghn2-dartscc.md`` section B):
 - ``complexity``: the complexity term ``λ · Σ_cells Σ_edges Σ_ops softmax(α(λ̃))_op · #params(op)``
   (plain softmax, no Gumbel noise, no temperature; stem and classifier excluded), with the
   parameter counts of every operation on every edge summed over the cells of each type
-  (``SuperNet.op_param_counts()``: the operations as a derived network builds them).
+  (``SuperNet.op_param_counts()``: the operations as a derived network builds them). The unit
+  is the reference's raw parameter count (``params``) or, as an option, the count relative to
+  the cells' largest possible one (``relative``, ``max_params``): the reference's λ range
+  ``[1e-8, 1e-4]`` suits its C = 16 cells (about 10^5 parameters); a relative term keeps the
+  balance between the cross-entropy and the complexity term whatever the network's size.
 - ``gumbel_weights``: per-sample relaxed one-hot weights ``softmax((α + g) / τ)``, Gumbel noise
   ``g`` drawn from a given generator; ``temperature(epoch)``: the reference's schedule
   ``τ = 1 - 0.016 · epoch`` (epoch 0-based), floored at ``0.1`` (the reference never goes below
@@ -97,13 +101,15 @@ class PiecewiseLinear(nn.Module):
     """α(λ̃) of one node's ``shape`` (inputs x operations): piecewise linear in λ̃ through
     ``anchors`` learnable matrices with learnable pivots (see the module docstring)."""
 
-    def __init__(self, shape: Sequence[int], anchors: int = 5, init_scale: float = 1e-3):
+    def __init__(self, shape: Sequence[int], anchors: int = 5, init_scale: float = 1e-3,
+                 learn_pivots: bool = True):
         super().__init__()
         if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 2:
             raise ConfigError(f"anchors = {anchors!r}; expected an integer >= 2")
         self.shape, self.K, self.init_scale = tuple(shape), anchors, float(init_scale)
         self.anchors = nn.Parameter(torch.empty(anchors, *self.shape))
-        self.pivots = nn.Parameter(torch.empty(anchors))
+        # fixed pivots stay a (frozen) parameter: the same state dict either way
+        self.pivots = nn.Parameter(torch.empty(anchors), requires_grad=bool(learn_pivots))
         if not self.anchors.is_meta:
             self.reset_parameters()
 
@@ -143,11 +149,13 @@ class AlphaHypernet(nn.Module):
 
     ``forward(λ̃)`` returns ``{"normal": [E, K], "reduce": [E, K]}`` with ``E = Σ_i (i + 2)``
     edges (node by node, inputs ``0..i+1``) and ``K = n_ops`` operations. ``kind``:
-    ``piecewise`` (the reference's, ``anchors`` anchors) or ``mlp`` (``hidden`` units).
+    ``piecewise`` (the reference's, ``anchors`` anchors; ``learn_pivots=False`` keeps the pivots
+    at ``linspace(0, 1, K)``, a plain linear interpolation between the anchors) or ``mlp``
+    (``hidden`` units). Only parameters with ``requires_grad`` are to be optimised.
     """
 
     def __init__(self, n_ops: int, n_nodes: int = 4, *, kind: Literal["piecewise", "mlp"] = "piecewise",
-                 anchors: int = 5, hidden: int = 16):
+                 anchors: int = 5, hidden: int = 16, learn_pivots: bool = True):
         super().__init__()
         if kind not in ("piecewise", "mlp"):
             raise ConfigError(f"alpha kind {kind!r}; expected 'piecewise' or 'mlp'")
@@ -155,7 +163,8 @@ class AlphaHypernet(nn.Module):
 
         def node(i: int) -> nn.Module:
             shape = (i + 2, n_ops)
-            return PiecewiseLinear(shape, anchors) if kind == "piecewise" else MLPAlpha(shape, hidden)
+            return (PiecewiseLinear(shape, anchors, learn_pivots=learn_pivots) if kind == "piecewise"
+                    else MLPAlpha(shape, hidden))
 
         self.cells = nn.ModuleDict({ct: nn.ModuleList(node(i) for i in range(n_nodes))
                                     for ct in CELL_TYPES})
