@@ -18,7 +18,9 @@ prediction: an RBF-SVR on the GHN's mean node embeddings, fitted on half of the 
 and scored on the other half (both ways, tau averaged), for trained accuracy, inference time
 (``latency_ms``) and convergence (first epoch within 1 point of the run's best); accuracy of
 predicted parameters against random initialisation. Results are written to ``--out`` after
-every architecture, and a rerun continues from it.
+every architecture, and a rerun continues from it. ``--train-only`` trains the architectures
+without any GHN (the expensive part, which does not depend on it); a later run with ``--ghn``
+adds the GHN scores to the same rows (recomputed when the GHN file changes).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--max-conv", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/ghn_search.json")
+    ap.add_argument("--train-only", action="store_true", help="only train the architectures "
+                    "(no GHN needed; a later run adds the GHN's scores)")
     ap.add_argument("--report", action="store_true", help="only summarise the architectures "
                     "already in --out (e.g. of an interrupted run)")
     args = ap.parse_args()
@@ -80,7 +84,7 @@ def main() -> None:
     opts = GHNTrainOptions(epochs=args.ghn_epochs, train_archs=args.ghn_archs, arch_source="space")
     pool = {text for text, _ in architectures("space", task, opts.train_archs, seed=args.seed,
                                               split="train", space=space)}
-    if not Path(args.ghn).is_file():
+    if not Path(args.ghn).is_file() and not args.train_only:
         t0 = time.time()
         model = make_ghn(task, opts, args.seed)
         engine = make_engine(model, task, opts, args.seed, space=space, log=print)
@@ -98,11 +102,16 @@ def main() -> None:
         if str(a) not in seen:
             seen.add(str(a))
             archs.append(a)
-    ghn_eval = registry.create("evaluators", "ghn", ghn=args.ghn)
+    ghn_eval = None if args.train_only else registry.create("evaluators", "ghn", ghn=args.ghn)
+    ghn_id = None
+    if not args.train_only:
+        st = Path(args.ghn).stat()
+        ghn_id = f"{Path(args.ghn).resolve()}:{st.st_size}:{int(st.st_mtime)}"
     train_eval = registry.create("evaluators", "train", epochs=args.epochs)
     out = Path(args.out)
     rows: dict[str, dict] = {}
-    same = {k: v for k, v in vars(args).items() if k not in ("report", "threads")}
+    same = {k: v for k, v in vars(args).items()
+            if k not in ("report", "threads", "train_only", "ghn", "ghn_epochs", "ghn_archs")}
     if out.is_file():
         prev = json.loads(out.read_text())
         if prev.get("config") == same:
@@ -112,23 +121,37 @@ def main() -> None:
     started = time.time()
     for i, arch in enumerate(archs):
         key = str(arch)
-        if key in rows:
+        row = rows.get(key, {})
+        done_train = "val_acc" in row
+        done_ghn = args.train_only or row.get("ghn_file") == ghn_id
+        if done_train and done_ghn:
             continue
         seed = derive_seed(args.seed, i)
-        g = ghn_eval.evaluate(arch, space, task, seed=seed)
-        t = train_eval.evaluate(arch, space, task, seed=seed)
-        net = build_network(space, arch, task, seed=seed)
-        net.eval()
-        rand = evaluate_metrics(net, task.val, TrainConfig())["acc"]
-        rows[key] = {"ghn_val_acc": g.metrics.get("val_acc"), "ghn_test_acc": g.metrics.get("test_acc"),
-                     "predict_seconds": g.cost.get("predict_seconds"), "random_val_acc": rand,
-                     "val_acc": t.metrics.get("val_acc"), "test_acc": t.metrics.get("test_acc"),
-                     "latency_ms": t.cost.get("latency_ms"), "params": t.cost.get("params"),
-                     "val_curve": t.curves.get("val_acc"), "status": [g.status, t.status]}
+        if not done_train:
+            t = train_eval.evaluate(arch, space, task, seed=seed)
+            net = build_network(space, arch, task, seed=seed)
+            net.eval()
+            rand = evaluate_metrics(net, task.val, TrainConfig())["acc"]
+            row.update({"random_val_acc": rand, "val_acc": t.metrics.get("val_acc"),
+                        "test_acc": t.metrics.get("test_acc"), "latency_ms": t.cost.get("latency_ms"),
+                        "params": t.cost.get("params"), "val_curve": t.curves.get("val_acc"),
+                        "train_status": t.status})
+        if not done_ghn:
+            g = ghn_eval.evaluate(arch, space, task, seed=seed)
+            row.update({"ghn_val_acc": g.metrics.get("val_acc"), "ghn_test_acc": g.metrics.get("test_acc"),
+                        "predict_seconds": g.cost.get("predict_seconds"), "ghn_status": g.status,
+                        "ghn_file": ghn_id})
+        row["status"] = [row.get("ghn_status"), row["train_status"]]
+        rows[key] = row
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"config": same, "rows": rows}))
-        print(f"{i + 1}/{len(archs)} ghn {rows[key]['ghn_val_acc']} trained {rows[key]['val_acc']} "
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps({"config": same, "rows": rows}))
+        tmp.replace(out)
+        print(f"{i + 1}/{len(archs)} ghn {row.get('ghn_val_acc')} trained {row['val_acc']} "
               f"({time.time() - started:.0f} s)", flush=True)
+    if args.train_only:
+        print(f"trained {len(archs)} architectures; rerun with --ghn to score them")
+        return
 
     keys = [str(a) for a in archs if rows[str(a)]["status"] == ["ok", "ok"]]
     R = [rows[k] for k in keys]
