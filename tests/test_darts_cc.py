@@ -23,7 +23,8 @@ from nasforge import registry
 from nasforge.cost import count_params
 from nasforge.errors import ConfigError
 from nasforge.methods.darts_cc import DartsCC, DartsCCModel, random_genotypes
-from nasforge.oneshot.dartscc import (PARAMETER_FREE, AlphaHypernet, LambdaRange, MLPAlpha,
+from nasforge.oneshot.dartscc import (PARAMETER_FREE, AlphaHypernet, LambdaLinear, LambdaRange,
+                                      MLPAlpha,
                                       PiecewiseLinear, complexity, complexity_scale,
                                       expected_params, gumbel_weights, max_params,
                                       temperature)
@@ -78,6 +79,32 @@ def _context():
                            train=(torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 10))
     return SimpleNamespace(space=DartsSpace(C=4, layers=3, nodes=2, allow_none=True), task=task,
                            seed=0, rng=lambda salt: np.random.default_rng(salt))
+
+
+def test_lambda_conditioned_classifier():
+    # LambdaLinear: anchors start equal (λ-independent); hand-set anchors interpolate linearly
+    layer = LambdaLinear(3, 2, anchors=3)
+    x = torch.ones(1, 3)
+    assert torch.allclose(layer(x, 0.0), layer(x, 1.0))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([0.0, 1.0, 3.0]).view(3, 1, 1).expand(3, 2, 3))
+        layer.bias.zero_()
+    assert layer(x, 0.25).tolist() == [[1.5, 1.5]]  # weight .5 per input, 3 inputs
+    assert layer(x, 0.75).tolist() == [[6.0, 6.0]]  # weight 2
+    # in the method: the logits come from it at the step's λ̃; the weight step trains it and
+    # not the supernet's unused classifier
+    model, engine, _, _ = DartsCC(epochs=1, lambda_classifier=True).build(_context())
+    trained = {id(p) for g in engine.optimizers["weights"].param_groups for p in g["params"]}
+    assert id(model.classifier.weight) in trained
+    assert id(model.supernet.classifier.weight) not in trained
+    with torch.no_grad():
+        model.classifier.weight[-1].add_(1.0)
+    model.eval()
+    xb = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    model.eval_tilde = 0.0
+    low = model(xb)
+    model.eval_tilde = 1.0
+    assert not torch.allclose(low, model(xb))
 
 
 def test_mlp_alpha_depends_on_lambda():

@@ -36,6 +36,12 @@ scored by the evaluator on the validation split. Plots (``RUN_DIR/plots``, so in
 (expected parameter count of α(λ̃) over the epochs). Store metadata ``darts_cc``: the family,
 the α(λ̃) and genotypes per epoch, the search time.
 
+Options beyond the reference's defaults (see ``docs/darts.md``): ``complexity: relative`` (the
+complexity term divided by the cells' largest possible parameter count), ``pivots: fixed``
+(α(λ̃) linear between its anchors), ``lambda_classifier`` (the reference's λ-conditioned final
+classifier, ``LambdaLinear``, in the search); ``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale
+preset.
+
 Budget: the method's trials are fixed by its options (family and random baseline); the run's
 trial budget is not consulted.
 """
@@ -55,7 +61,7 @@ from torch import nn
 from ..core import Trial
 from ..errors import ConfigError
 from ..oneshot.architect import Architect, Bilevel
-from ..oneshot.dartscc import (CELL_TYPES, COMPLEXITY_UNITS, PARAMETER_FREE, AlphaHypernet, LambdaRange,
+from ..oneshot.dartscc import (CELL_TYPES, COMPLEXITY_UNITS, LambdaLinear, PARAMETER_FREE, AlphaHypernet, LambdaRange,
                                complexity_scale, expected_params, gumbel_weights,
                                temperature)
 from ..oneshot.derive import derive
@@ -73,12 +79,15 @@ class DartsCCModel(nn.Module):
     α(``lam_tilde``) at temperature ``tau``; the noise comes from a generator seeded
     ``noise_seed`` at every forward, so every loss of one step (the architecture step's, its
     finite differences at second order, the weight step's) sees the same noise for the same
-    batch size. In eval mode the weights are ``softmax(α(eval_tilde))``.
+    batch size. In eval mode the weights are ``softmax(α(eval_tilde))``. With a ``classifier``
+    (``LambdaLinear``, option ``lambda_classifier``) the logits come from it at the same λ̃
+    instead of the supernet's own classifier.
     """
 
-    def __init__(self, supernet: nn.Module, hyper: AlphaHypernet):
+    def __init__(self, supernet: nn.Module, hyper: AlphaHypernet,
+                 classifier: LambdaLinear | None = None):
         super().__init__()
-        self.supernet, self.hyper = supernet, hyper
+        self.supernet, self.hyper, self.classifier = supernet, hyper, classifier
         self.lam, self.lam_tilde, self.eval_tilde, self.tau = 0.0, 0.0, 0.0, 1.0
         self.noise_seed = 0
 
@@ -100,7 +109,11 @@ class DartsCCModel(nn.Module):
         return {ct: F.softmax(a, dim=-1) for ct, a in self.alphas(self.eval_tilde).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.supernet(x, self.mixing_weights(x.shape[0]))
+        weights = self.mixing_weights(x.shape[0])
+        if self.classifier is None:
+            return self.supernet(x, weights)
+        tilde = self.lam_tilde if self.training else self.eval_tilde
+        return self.classifier(self.supernet.features(x, weights), tilde)
 
 
 class LambdaSchedule(Callback):
@@ -208,7 +221,7 @@ class DartsCC(Method):
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
                  complexity: Literal["params", "relative"] = "params",
-                 pivots: Literal["learned", "fixed"] = "learned",
+                 pivots: Literal["learned", "fixed"] = "learned", lambda_classifier: bool = False,
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -265,6 +278,10 @@ class DartsCC(Method):
         self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
         self.random_baseline, self.plots = random_baseline, plots
         self.complexity, self.pivots = complexity, pivots
+        if not isinstance(lambda_classifier, bool):
+            raise ConfigError(f"darts_cc: lambda_classifier = {lambda_classifier!r}; expected "
+                              "true or false")
+        self.lambda_classifier = lambda_classifier
         resolve_device(device)
         self.device = device
 
@@ -284,7 +301,19 @@ class DartsCC(Method):
                                                     anchors=self.anchors, hidden=self.hidden,
                                                     learn_pivots=self.pivots == "learned"),
                               ctx.seed + 1)
-        model = DartsCCModel(supernet, hyper)
+        classifier = None
+        if self.lambda_classifier:
+            head = supernet.classifier
+            classifier = seeded_module(lambda: LambdaLinear(
+                head.in_features, head.out_features, self.anchors,
+                learn_pivots=self.pivots == "learned"), ctx.seed + 2)
+        model = DartsCCModel(supernet, hyper, classifier)
+        # the network weights (SGD, the weight step): the supernet's, and the λ-conditioned
+        # classifier's when there is one (the supernet's own classifier then gets no gradient)
+        weight_params = [p for name, p in supernet.named_parameters()
+                         if classifier is None or not name.startswith("classifier.")]
+        if classifier is not None:
+            weight_params += [p for p in classifier.parameters() if p.requires_grad]
         table = {ct: v.double() for ct, v in supernet.op_param_counts().items()}
         x, y = task.train
         perm = torch.from_numpy(ctx.rng(0xDA7C).permutation(x.shape[0]))
@@ -293,14 +322,14 @@ class DartsCC(Method):
             raise ConfigError(f"darts_cc: arch_fraction = {self.arch_fraction} of {x.shape[0]} "
                               "training rows leaves one half empty")
         arch_idx, weight_idx = perm[:n_arch], perm[n_arch:]
-        weights_opt = torch.optim.SGD(supernet.parameters(), lr=self.lr, momentum=self.momentum,
+        weights_opt = torch.optim.SGD(weight_params, lr=self.lr, momentum=self.momentum,
                                       weight_decay=self.weight_decay)
         arch_params = [p for p in hyper.parameters() if p.requires_grad]
         alpha_opt = torch.optim.Adam(arch_params, lr=self.arch_lr, betas=(0.5, 0.999),
                                      weight_decay=self.arch_weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
                                                               eta_min=self.lr_min)
-        architect = Architect(model, list(supernet.parameters()), arch_params,
+        architect = Architect(model, weight_params, arch_params,
                               hyperloss(table, complexity_scale(table, self.complexity)),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),

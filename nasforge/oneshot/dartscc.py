@@ -120,11 +120,49 @@ class PiecewiseLinear(nn.Module):
             self.pivots.copy_(torch.linspace(0.0, 1.0, self.K))
 
     def forward(self, t: float) -> torch.Tensor:
-        t = float(t)
-        seg = min(max(int(math.floor(0.99999 * t * (self.K - 1))), 0), self.K - 2)
-        p0, p1 = self.pivots[seg], self.pivots[seg + 1]
-        d = (p1 - t) / (p1 - p0)
-        return self.anchors[seg] * d + self.anchors[seg + 1] * (1 - d)
+        return interpolate(self.anchors, self.pivots, t)
+
+
+def interpolate(anchors: torch.Tensor, pivots: torch.Tensor, t: float) -> torch.Tensor:
+    """The piecewise-linear value at ``t`` of ``anchors`` ``[K, ...]`` with ``pivots`` ``[K]``
+    (segment from the uniform grid, weight from the pivots; see the module docstring)."""
+    t, K = float(t), anchors.shape[0]
+    seg = min(max(int(math.floor(0.99999 * t * (K - 1))), 0), K - 2)
+    p0, p1 = pivots[seg], pivots[seg + 1]
+    d = (p1 - t) / (p1 - p0)
+    return anchors[seg] * d + anchors[seg + 1] * (1 - d)
+
+
+class LambdaLinear(nn.Module):
+    """A linear layer whose weight and bias are piecewise linear in λ̃ (the reference's
+    λ-conditioned classifier, ``PWLinear``): ``anchors`` weight matrices and bias vectors with
+    pivots as ``PiecewiseLinear``. Every anchor starts as the same draw of ``nn.Linear``'s
+    initialisation, so the layer starts independent of λ̃. ``forward(x, t)``."""
+
+    def __init__(self, in_features: int, out_features: int, anchors: int = 5,
+                 learn_pivots: bool = True):
+        super().__init__()
+        if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 2:
+            raise ConfigError(f"anchors = {anchors!r}; expected an integer >= 2")
+        self.in_features, self.out_features, self.K = in_features, out_features, anchors
+        self.weight = nn.Parameter(torch.empty(anchors, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(anchors, out_features))
+        self.pivots = nn.Parameter(torch.empty(anchors), requires_grad=bool(learn_pivots))
+        if not self.weight.is_meta:
+            self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features else 0.0
+        with torch.no_grad():
+            self.weight[0].uniform_(-bound, bound, generator=generator)
+            self.bias[0].uniform_(-bound, bound, generator=generator)
+            self.weight[1:] = self.weight[0]
+            self.bias[1:] = self.bias[0]
+            self.pivots.copy_(torch.linspace(0.0, 1.0, self.K))
+
+    def forward(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return F.linear(x, interpolate(self.weight, self.pivots, t),
+                        interpolate(self.bias, self.pivots, t))
 
 
 class MLPAlpha(nn.Module):
@@ -244,6 +282,6 @@ def temperature(epoch: int, decay: float = 0.016, floor: float = 0.1) -> float:
     return max(float(floor), 1.0 - float(decay) * epoch)
 
 
-__all__ = ["LambdaRange", "PiecewiseLinear", "MLPAlpha", "AlphaHypernet", "edge_list",
+__all__ = ["LambdaRange", "PiecewiseLinear", "LambdaLinear", "interpolate", "MLPAlpha", "AlphaHypernet", "edge_list",
            "expected_params", "complexity", "complexity_scale", "max_params", "COMPLEXITY_UNITS", "gumbel_weights", "temperature",
            "PARAMETER_FREE", "CELL_TYPES"]
