@@ -242,6 +242,22 @@ class SearchSpace(abc.ABC):
         """
         return None
 
+    def canonical_key(self, arch: Architecture) -> str:
+        """A text equal for architectures that compute the same function (default: ``str``).
+
+        Spaces with equivalent encodings override it (NAS-Bench-201: isomorphic cells and
+        branches cut off by ``none``; DARTS: input order within a node), so a strategy can skip
+        an architecture equivalent to one it already evaluated (``canonical`` option of the
+        model-based strategies, ``docs/bananas.md``).
+        """
+        return str(arch)
+
+    def canonical(self, arch: Architecture) -> Architecture:
+        """One fixed representative of the architectures equivalent to ``arch`` (same
+        ``canonical_key``); default: ``arch`` itself. Predictors read the representative's
+        features (``canonical`` option), so equivalent architectures get equal predictions."""
+        return arch
+
 
 # --------------------------------------------------------------------------------------------
 # Trials and evaluators

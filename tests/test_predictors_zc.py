@@ -31,7 +31,8 @@ def test_lstm_learns_planted_function(nb201):
     space, archs, _ = nb201
     w = np.random.default_rng(123).normal(size=space.encoding_size)
     y = np.array([space.encode(a) @ w for a in archs])
-    p = registry.create("predictors", "lstm", seed=0, members=1, epochs=40)
+    # the planted function reads the raw encoding, so equivalent cells differ: canonical off
+    p = registry.create("predictors", "lstm", seed=0, members=1, epochs=40, canonical=False)
     p.fit(archs[:120], y[:120], space)
     tau = kendall_tau(p.predict(archs[150:]), y[150:])
     assert tau > 0.4, tau  # an untrained or shuffled model gives about 0

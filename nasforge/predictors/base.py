@@ -26,6 +26,11 @@ class Predictor(abc.ABC):
     - ``predict(archs)`` returns a float64 array of predicted targets (higher is higher, in the
       targets' units); ``predict(archs, return_std=True)`` returns ``(mean, std)`` for models
       with an uncertainty (``has_std``), and refuses otherwise.
+    - ``canonical`` (an option of every predictor): read each architecture as its space's
+      representative (``space.canonical``), so architectures that compute the same function
+      (NAS-Bench-201: isomorphic cells, branches cut off by ``none``) get equal predictions. On
+      for the accuracy predictors; off for the cost baselines and ``svr`` (a dead branch's
+      parameters still cost time and memory). A no-op on spaces without equivalences.
     - Bad input (lengths that differ, non-finite targets, too few examples, predicting before
       fitting, architectures the space refuses) raises a ``NasforgeError`` naming the value.
 
@@ -36,10 +41,13 @@ class Predictor(abc.ABC):
     has_std = False
     min_fit = 2
 
-    def __init__(self, *, seed: int = 0):
+    def __init__(self, *, seed: int = 0, canonical: bool = False):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ConfigError(f"predictor seed = {seed!r}; expected an integer")
+        if not isinstance(canonical, bool):
+            raise ConfigError(f"{self.name}: canonical = {canonical!r}; expected true or false")
         self.seed = int(seed)
+        self.canonical = canonical
         self.space: SearchSpace | None = None
 
     def fit(self, archs: Sequence[Architecture], targets: Sequence[float],
@@ -61,7 +69,7 @@ class Predictor(abc.ABC):
             raise DataError(f"{self.name}: target {y[bad[0]]!r} at position {int(bad[0])}; "
                             "expected finite numbers")
         self.space = space
-        self._fit(archs, y, space)
+        self._fit(self._canonical(archs), y, space)
         return self
 
     def predict(self, archs: Sequence[Architecture], return_std: bool = False) -> Any:
@@ -75,7 +83,7 @@ class Predictor(abc.ABC):
         if not archs:
             empty = np.zeros(0)
             return (empty, empty) if return_std else empty
-        mean, std = self._predict(archs)
+        mean, std = self._predict(self._canonical(archs))
         mean = np.asarray(mean, dtype=np.float64).reshape(-1)
         if return_std:
             return mean, np.asarray(std, dtype=np.float64).reshape(-1)
@@ -88,6 +96,12 @@ class Predictor(abc.ABC):
     def _predict(self, archs: list[Architecture]) -> tuple[np.ndarray, np.ndarray | None]: ...
 
     # helpers shared by the models
+    def _canonical(self, archs: list[Architecture]) -> list[Architecture]:
+        """``archs`` as their space's representatives when ``canonical`` is on."""
+        if not self.canonical or self.space is None:
+            return archs
+        return [self.space.canonical(a) for a in archs]
+
     def _encodings(self, archs: Sequence[Architecture]) -> np.ndarray:
         assert self.space is not None
         return np.stack([np.asarray(self.space.encode(a), dtype=np.float32) for a in archs])

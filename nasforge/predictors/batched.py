@@ -92,8 +92,8 @@ class BatchedMLPEnsemble(Predictor):
 
     def __init__(self, *, seed: int = 0, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
-                 encoding: str = "path", bootstrap: bool = False):
-        super().__init__(seed=seed)
+                 encoding: str = "path", bootstrap: bool = False, canonical: bool = True):
+        super().__init__(seed=seed, canonical=canonical)
         self.bootstrap = bool(bootstrap)
         for key, value in (("members", members), ("hidden", hidden), ("layers", layers),
                            ("epochs", epochs)):
@@ -118,7 +118,8 @@ class BatchedMLPEnsemble(Predictor):
         self._cache, self._cache_space = cache, None
 
     def features(self, archs: Sequence[Architecture], space: SearchSpace) -> np.ndarray:
-        """The ``(len(archs), width)`` float32 inputs of ``archs`` (cached by text per space)."""
+        """The ``(len(archs), width)`` float32 inputs of ``archs`` (cached by text per space;
+        with ``canonical``, the inputs of each one's representative)."""
         from ..graph import encode_paths
 
         if space is not self._cache_space:  # a shared cache is adopted by its first space
@@ -130,6 +131,8 @@ class BatchedMLPEnsemble(Predictor):
             key = str(a)
             row = self._cache.get(key)
             if row is None:
+                if self.canonical:
+                    a = space.canonical(a)
                 parts = []
                 if self.encoding in ("onehot", "both"):
                     parts.append(np.asarray(space.encode(a), dtype=np.float32))

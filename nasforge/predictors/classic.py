@@ -71,8 +71,8 @@ class _CostBaseline(Predictor):
     column = 0
 
     def __init__(self, *, seed: int = 0, input_shape: list[int] = [3, 32, 32],  # noqa: B006
-                 num_classes: int = 10):
-        super().__init__(seed=seed)
+                 num_classes: int = 10, canonical: bool = False):
+        super().__init__(seed=seed, canonical=canonical)
         self.cost = CostModel(input_shape, num_classes)
 
     def _fit(self, archs: list[Architecture], y: np.ndarray, space: SearchSpace) -> None:
@@ -111,8 +111,8 @@ class SVRPredictor(Predictor):
 
     def __init__(self, *, seed: int = 0, C: float = 1.0, epsilon: float = 0.1,
                  cost_features: bool = False, input_shape: list[int] = [3, 32, 32],  # noqa: B006
-                 num_classes: int = 10):
-        super().__init__(seed=seed)
+                 num_classes: int = 10, canonical: bool = False):
+        super().__init__(seed=seed, canonical=canonical)
         if not (C > 0 and epsilon >= 0):
             raise ConfigError(f"svr: C = {C!r}, epsilon = {epsilon!r}; expected C > 0 and "
                               "epsilon >= 0")
@@ -152,8 +152,8 @@ class GPPredictor(Predictor):
     name = "gp"
     has_std = True
 
-    def __init__(self, *, seed: int = 0, restarts: int = 0):
-        super().__init__(seed=seed)
+    def __init__(self, *, seed: int = 0, restarts: int = 0, canonical: bool = True):
+        super().__init__(seed=seed, canonical=canonical)
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
             raise ConfigError(f"gp: restarts = {restarts!r}; expected an integer >= 0")
         self.restarts = restarts
@@ -183,8 +183,8 @@ class GBTPredictor(Predictor):
     name = "gbt"
 
     def __init__(self, *, seed: int = 0, n_estimators: int = 300, learning_rate: float = 0.05,
-                 max_depth: int = 3, subsample: float = 0.8):
-        super().__init__(seed=seed)
+                 max_depth: int = 3, subsample: float = 0.8, canonical: bool = True):
+        super().__init__(seed=seed, canonical=canonical)
         if not (n_estimators >= 1 and learning_rate > 0 and max_depth >= 1
                 and 0 < subsample <= 1):
             raise ConfigError(f"gbt: n_estimators={n_estimators!r}, learning_rate="

@@ -34,8 +34,8 @@ class _Ensemble(Predictor):
 
     def __init__(self, *, seed: int = 0, members: int = 5, epochs: int = 200, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch_size: int = 32, hidden: int = 64,
-                 layers: int = 3):
-        super().__init__(seed=seed)
+                 layers: int = 3, canonical: bool = True):
+        super().__init__(seed=seed, canonical=canonical)
         self.members = _positive_int("members", members)
         self.hidden = _positive_int("hidden", hidden)
         self.layers = _positive_int("layers", layers)
@@ -138,10 +138,10 @@ class GIN(_Ensemble):
 
     def __init__(self, *, seed: int = 0, members: int = 3, epochs: int = 200, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch_size: int = 32, hidden: int = 32,
-                 layers: int = 3):
+                 layers: int = 3, canonical: bool = True):
         super().__init__(seed=seed, members=members, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, batch_size=batch_size, hidden=hidden,
-                         layers=layers)
+                         layers=layers, canonical=canonical)
 
     def _inputs(self, archs: list[Architecture]) -> torch.Tensor:
         assert self.space is not None

@@ -57,10 +57,10 @@ class LSTMPredictor(_Ensemble):
 
     def __init__(self, *, seed: int = 0, members: int = 3, epochs: int = 200, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch_size: int = 32, hidden: int = 64,
-                 layers: int = 1, embed: int = 32):
+                 layers: int = 1, embed: int = 32, canonical: bool = True):
         super().__init__(seed=seed, members=members, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, batch_size=batch_size, hidden=hidden,
-                         layers=layers)
+                         layers=layers, canonical=canonical)
         self.embed = _positive_int("embed", embed)
         self._vocab: dict[str, int] = {}
 

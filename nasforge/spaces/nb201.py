@@ -12,6 +12,7 @@ stride 2), then BN-ReLU, global average pooling and a linear classifier.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -142,17 +143,42 @@ def canonical_key(arch: NB201Arch) -> str:
     Each node is written as the sorted sum of its inputs' expressions; ``none`` contributes zero,
     ``skip_connect`` passes its input through, and any op applied to a zero node is zero (so
     dead branches vanish). Isomorphic cells (e.g. nodes 1 and 2 swapped) get the same key.
+    Exact but for one detail: a convolution on a zero node outputs its BatchNorm's learned shift
+    (a constant per channel, which the next BatchNorm removes), and the key counts it as zero.
     """
-    expr: dict[int, str | None] = {0: "x"}
+    return _ops_key(arch.ops)
+
+
+def _ops_key(ops: Sequence[str]) -> str:
+    """:func:`canonical_key` of the cell with edge operations ``ops`` (``EDGES`` order)."""
+    expr: list[str | None] = ["x", None, None, None]
+    k = 0
     for target in (1, 2, 3):
         terms = []
         for source in range(target):
-            op, inp = arch.edge(source, target), expr[source]
+            op, inp = ops[k + source], expr[source]
             if op == "none" or inp is None:
                 continue
             terms.append(inp if op == "skip_connect" else f"{op}({inp})")
+        k += target
         expr[target] = "+".join(sorted(terms)) if terms else None
     return expr[3] or "zero"
+
+
+@functools.lru_cache(maxsize=1)
+def _representatives() -> dict[str, NB201Arch]:
+    """``canonical_key`` -> the first cell of :func:`all_cells` with that key (5,273 classes)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for ops in itertools.product(OPS, repeat=NUM_EDGES):
+        out.setdefault(_ops_key(ops), ops)
+    return {key: NB201Arch(ops) for key, ops in out.items()}
+
+
+def canonical_cell(arch: NB201Arch) -> NB201Arch:
+    """The representative of ``arch``'s class: of all cells with its ``canonical_key``, the
+    first in :func:`all_cells` order (smallest op indices, edge by edge). The table of
+    representatives is built once per process (about 0.1 s)."""
+    return _representatives()[canonical_key(arch)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +314,10 @@ class NB201Space(SearchSpace):
     def canonical_key(self, arch: Architecture) -> str:
         """Same key for isomorphic cells (see :func:`canonical_key`)."""
         return canonical_key(self._check(arch))
+
+    def canonical(self, arch: Architecture) -> NB201Arch:
+        """The fixed representative of the cells equivalent to ``arch`` (:func:`canonical_cell`)."""
+        return canonical_cell(self._check(arch))
 
     # -- building -------------------------------------------------------------------------------
     def build(self, arch: Architecture, task: Task) -> Network:

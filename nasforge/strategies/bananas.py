@@ -68,8 +68,11 @@ class _ModelBased(Strategy):
 
     def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
                  retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
-                 lr: float, encoding: str, bootstrap: bool):
+                 lr: float, encoding: str, bootstrap: bool, canonical: bool):
         super().__init__(seed=seed)
+        if not isinstance(canonical, bool):
+            raise ConfigError(f"{self.name}: canonical={canonical!r}; expected true or false")
+        self.canonical = canonical
         _check_int(self.name, "initial", initial, 2)
         _check_int(self.name, "retrain_every", retrain_every, 1)
         if acquisition not in ACQUISITIONS:
@@ -86,14 +89,15 @@ class _ModelBased(Strategy):
                               "hidden": _check_int(self.name, "hidden", hidden, 1),
                               "layers": _check_int(self.name, "layers", layers, 1),
                               "epochs": _check_int(self.name, "epochs", epochs, 1),
-                              "lr": float(lr), "encoding": encoding, "bootstrap": bool(bootstrap)}
+                              "lr": float(lr), "encoding": encoding, "bootstrap": bool(bootstrap),
+                              "canonical": canonical}
         if not (np.isfinite(lr) and lr > 0):
             raise ConfigError(f"{self.name}: lr={lr!r}; expected a positive number")
         self._encodings: dict[str, np.ndarray] = {}
         self.model_seed = int(seed)  # the models' seeds derive from it (saved with the state)
         self.history: list[tuple[Architecture, float | None]] = []  # told, in order
         self.asked: list[str] = []
-        self._asked_set: set[str] = set()
+        self._asked_set: set[str] = set()  # keys (canonical keys with ``canonical``) of asked
         self.model = self._new_model(0)
         self.fitted_on = 0  # successful trials the model was fitted on (0: no model)
         self.fits = 0
@@ -109,17 +113,22 @@ class _ModelBased(Strategy):
     def _ok(self) -> list[tuple[Architecture, float]]:
         return [(a, s) for a, s in self.history if s is not None]
 
+    def _key(self, arch: Architecture) -> str:
+        """What "asked before" compares: the space's canonical key with ``canonical``, else
+        the text."""
+        return self._require_space().canonical_key(arch) if self.canonical else str(arch)
+
     def _remember(self, arch: Architecture) -> None:
-        text = str(arch)
-        if text not in self._asked_set:
-            self._asked_set.add(text)
-            self.asked.append(text)
+        key = self._key(arch)
+        if key not in self._asked_set:
+            self._asked_set.add(key)
+            self.asked.append(str(arch))
 
     def _random_unseen(self, tries: int = 100) -> Architecture:
         space = self._require_space()
         arch = space.sample(self.rng)
         for _ in range(tries - 1):
-            if str(arch) not in self._asked_set:
+            if self._key(arch) not in self._asked_set:
                 break
             arch = space.sample(self.rng)
         return arch
@@ -165,9 +174,9 @@ class _ModelBased(Strategy):
         """``archs`` without repeats and without anything asked before, in order."""
         out, seen = [], set()
         for a in archs:
-            text = str(a)
-            if text not in seen and text not in self._asked_set:
-                seen.add(text)
+            key = self._key(a)
+            if key not in seen and key not in self._asked_set:
+                seen.add(key)
                 out.append(a)
         return out
 
@@ -205,7 +214,7 @@ class _ModelBased(Strategy):
         self.history = [(space.parse(t), None if s is None else float(s))
                         for t, s in state["history"]]
         self.asked = list(state["asked"])
-        self._asked_set = set(self.asked)
+        self._asked_set = {self._key(space.parse(t)) for t in self.asked}
         self.fitted_on, self.fits = int(state["fitted_on"]), int(state["fits"])
         self.model_seed = int(state["model_seed"])
         self.model = self._new_model(max(self.fits - 1, 0))
@@ -224,13 +233,16 @@ class Bananas(_ModelBased):
                  beta: float = 0.5, parents: int = 2, candidates: int = 100,
                  retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 100, lr: float = 0.01, encoding: str = "path",
-                 bootstrap: bool = True):
+                 bootstrap: bool = True, canonical: bool = True, depth: int = 1):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, canonical=canonical)
         self.parents = _check_int(self.name, "parents", parents, 1)
         self.candidates = _check_int(self.name, "candidates", candidates, 1)
+        self.depth = _check_int(self.name, "depth", depth, 1)
+        if depth > 2:
+            raise ConfigError(f"{self.name}: depth={depth}; expected 1 or 2")
         self._phase = "random"
 
     def _pool(self) -> list[Architecture]:
@@ -243,6 +255,8 @@ class Bananas(_ModelBased):
             listed = space.neighbours(parent)
             if listed:
                 pool += listed
+                if self.depth == 2:
+                    pool += [b for a in listed for b in (space.neighbours(a) or ())]
         per = max(1, self.candidates // len(top))
         for parent in top:
             pool += self._mutations(parent, per, max_edits=2)
@@ -280,11 +294,11 @@ class PredictorEvolution(_ModelBased):
                  candidates: int = 20, initial: int = 10, acquisition: str = "its",
                  beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
                  layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path",
-                 bootstrap: bool = True):
+                 bootstrap: bool = True, canonical: bool = True):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, canonical=canonical)
         self.population_size = _check_int(self.name, "population_size", population_size, 1)
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
