@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from nasforge.core import Task
 from nasforge.errors import ArchitectureError, ConfigError
 from nasforge.oneshot.enas_rnn import RecurrentSupernet
-from nasforge.spaces.enas_rnn import CellWeights, EnasRnnSpace, parse_cell
+from nasforge.spaces.enas_rnn import CellWeights, EnasRnnSpace, parse_cell, series_steps
 from nasforge.training import (
     Criterion,
     TrainConfig,
@@ -160,3 +160,60 @@ def test_parse_accepts_only_canonical_text(text):
     except ArchitectureError:
         return
     assert str(arch) == text and space.parse(str(arch)) == arch
+
+
+def test_series_steps_patches_and_left_pads():
+    x = torch.arange(2 * 2 * 5, dtype=torch.float32).reshape(2, 2, 5)  # (B, C, L = 5)
+    steps = series_steps(x, 2)  # 3 steps of (channel 0: 2 values, channel 1: 2 values)
+    assert steps.shape == (2, 3, 4)
+    assert steps[0].tolist() == [[0, 0, 0, 5], [1, 2, 6, 7], [3, 4, 8, 9]]
+    assert torch.equal(series_steps(x, 1), x.transpose(1, 2))
+    space = EnasRnnSpace(num_nodes=2, hidden=3, patch=2, readout="last")
+    task = Task("s", "series", (2, 5), 2, (x, x[:, 0, 0].long() % 2), (x, x[:, 0, 0].long() % 2),
+                (x, x[:, 0, 0].long() % 2))
+    arch = space.parse("0:tanh 1:relu")
+    net = seeded_module(lambda: space.build(arch, task), 0)
+    states = net.encoder.cell.run(series_steps(x, 2), arch)
+    assert torch.equal(net.encoder(x), states[:, -1])
+    mean = EnasRnnSpace(num_nodes=2, hidden=3, patch=2)
+    net2 = seeded_module(lambda: mean.build(arch, task), 0)
+    assert torch.allclose(net2.encoder(x), states.mean(1))  # same seed, same weights
+    for key, value, words in (("patch", 0, "patch=0"), ("readout", "max", "readout='max'")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            EnasRnnSpace(**{key: value})
+
+
+def _position_task(n: int, length: int = 24, seed: int = 0) -> Task:
+    """Generated series: noise plus a bump in the first, middle or last third; the class is the
+    third. Every class has the same value distribution, so only the order of values tells."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 1, length, generator=g) * 0.5
+    third = length // 3
+    start = y * third + torch.randint(0, third - 3, (n,), generator=g)
+    for i in range(n):
+        x[i, 0, start[i]:start[i] + 3] += 3.0
+    return x, y.long()
+
+
+def test_enas_rnn_search_with_default_options_learns_a_temporal_task():
+    # shared weights trained with uniformly sampled cells (default space and method options,
+    # except the small budget), then the best ranked cell retrained from scratch: both clearly
+    # above chance (1/3) on held-out generated series whose class is the position of a bump
+    from nasforge.methods.enas import Enas
+    from nasforge.oneshot.enas import shared_accuracy
+
+    (xt, yt), (xv, yv) = _position_task(480, seed=0), _position_task(150, seed=1)
+    task = Task("bump", "series", (1, 24), 3, (xt, yt), (xv, yv), (xv, yv))
+    space = EnasRnnSpace(num_nodes=4, hidden=32)
+    method = Enas(epochs=10, controller="random", batch_size=16)
+    engine, sampler = method.engine(space, task, seed=0)
+    assert engine.config.lr == 0.2  # the recurrent supernet's own default
+    engine.fit(task.train, None)
+    archs = sampler.sample(6)
+    scores = [shared_accuracy(engine.model, a, task.val) for a in archs]
+    assert max(scores) > 0.6, scores
+    best = archs[scores.index(max(scores))]
+    net = seeded_module(lambda: space.build(best, task), 0)
+    result = fit(net, task.train, task.val, TrainConfig(epochs=8, batch_size=16, lr=3e-3), seed=0)
+    assert result.best_val_acc > 0.8, result.curves["val_acc"]

@@ -48,6 +48,9 @@ from ..training import Callback, Engine, TrainConfig, seeded_module
 from .base import Method, MethodContext
 
 
+DEFAULT_LR = 0.05  # the shared weights' SGD learning rate unless the shared model names its own
+
+
 class Sampler(Callback):
     """The architecture source of an ENAS search, as an engine callback: it sets the
     architecture of every training minibatch and trains the controller after every epoch."""
@@ -105,7 +108,8 @@ class Enas(Method):
     """ENAS and random search with weight sharing (see the module docstring).
 
     Options: ``epochs`` of (a)+(b); ``batch_size``, ``lr``, ``momentum``, ``weight_decay``,
-    ``grad_clip`` of the shared weights' SGD; ``controller`` (``lstm`` or ``random``);
+    ``grad_clip`` of the shared weights' SGD (``lr`` default: the shared model's ``shared_lr``,
+    0.2 for the recurrent cell supernet, else 0.05); ``controller`` (``lstm`` or ``random``);
     ``controller_steps`` per epoch, ``controller_batch`` architectures per step, ``val_batch``
     rows per reward; the controller's ``controller_lr`` (Adam), ``hidden_size``,
     ``temperature`` and ``tanh_constant`` (ENAS: 5 and 2.5; 0 turns clipping off),
@@ -117,7 +121,7 @@ class Enas(Method):
     name = "enas"
 
     def __init__(self, epochs: int = 10, controller: Literal["lstm", "random"] = "lstm",
-                 batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9,
+                 batch_size: int = 64, lr: float | None = None, momentum: float = 0.9,
                  weight_decay: float = 1e-4, grad_clip: float = 5.0, controller_steps: int = 20,
                  controller_batch: int = 1, val_batch: int = 64, controller_lr: float = 0.0035,
                  hidden_size: int = 64, temperature: float = 5.0, tanh_constant: float = 2.5,
@@ -137,7 +141,8 @@ class Enas(Method):
         if retrain > samples:
             raise ConfigError(f"enas: retrain={retrain} is more than samples={samples}")
         for key, value, ok, expected in (
-                ("lr", lr, lr > 0, "> 0"), ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+                ("lr", lr, lr is None or lr > 0, "> 0 (or unset)"),
+                ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
                 ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
                 ("grad_clip", grad_clip, grad_clip > 0, "> 0")):
             if not ok:
@@ -166,8 +171,10 @@ class Enas(Method):
         controller.setup(space, Objective("val_acc"))
         return controller
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
+    def train_config(self, model: nn.Module | None = None) -> TrainConfig:
+        """The shared weights' SGD; without ``lr``, ``model``'s ``shared_lr`` (or 0.05)."""
+        lr = self.lr if self.lr is not None else float(getattr(model, "shared_lr", DEFAULT_LR))
+        return TrainConfig(optimizer="sgd", lr=lr, momentum=self.momentum,
                            nesterov=self.momentum > 0, weight_decay=self.weight_decay,
                            batch_size=self.batch_size, epochs=self.epochs, cosine=True,
                            grad_clip=self.grad_clip, amp=False)
@@ -180,7 +187,7 @@ class Enas(Method):
         model = seeded_module(lambda: shared_model(space, task), seed)
         sampler = Sampler(self, space, task.val, seed)
         # language tasks (enas_rnn on ptb): token cross-entropy; rewards are next-token accuracy
-        config = self.train_config().for_task(task.kind)
+        config = self.train_config(model).for_task(task.kind)
         return Engine(model, config, seed=seed, callbacks=[sampler]), sampler
 
     # -- the method ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..core import Architecture, Network, Task
 from ..errors import ConfigError
-from ..spaces.enas_rnn import EnasRnnSpace, RnnCellArch, recurrent_network, task_layout
+from ..spaces.enas_rnn import EnasRnnSpace, RnnCellArch, task_layout
 from ..training import Criterion, TrainConfig, split_metrics
 
 
@@ -32,14 +32,18 @@ class RecurrentSupernet(Network):
     ``forward(x, arch)`` runs the cell ``arch`` (or the one set by ``use``); ``loss(batch,
     arch)`` is the task's loss (cross-entropy of classes, or of next tokens for language
     modelling); ``evaluate(data, arch)`` every metric of the task kind (``acc`` / ``ppl``).
+    ``shared_lr`` is the SGD learning rate ``enas`` trains it with unless told otherwise: on
+    MNIST-1D, 0.05 leaves it near chance after 6 epochs (0.11-0.27 for 8 random cells), 0.2
+    trains it (0.27-0.57 after 20 epochs), 0.5 diverges.
     """
+
+    shared_lr = 0.2
 
     def __init__(self, space: EnasRnnSpace, task: Task):
         if not isinstance(space, EnasRnnSpace):
             raise ConfigError(f"RecurrentSupernet needs the enas_rnn space; got {space.name!r}")
         layout = task_layout(task)
-        net = recurrent_network(task, None, space.all_pairs, hidden=space.hidden,
-                                embed=space.embed, dropout=space.dropout)
+        net = space.network(task, None, space.all_pairs)
         super().__init__(net.encoder, net.head)
         self.space = space
         self.config = TrainConfig(kind="language" if layout == "language" else "classification")
