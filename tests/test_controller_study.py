@@ -170,3 +170,10 @@ def test_controller_study_cli_on_an_enas_run(tmp_path):
     again = run_cli(*args, cwd=tmp_path, check=False)  # never overwrites earlier results
     assert again.returncode == 2 and "already holds files" in again.stderr
     assert "Traceback" not in again.stderr
+    # the one command reproduces the Spearman table (and the samples) exactly (in this process)
+    from nasforge.testing import main_in_process
+
+    run = str(tmp_path / "run")
+    assert main_in_process("controller-study", run, *args[2:], "--out", run + "/again") == 0
+    for name in ("spearman.csv", "spearman.md", "samples.csv"):
+        assert (out.parent / "again" / name).read_text() == (out / name).read_text(), name
