@@ -17,8 +17,8 @@ input), e.g. ``0:tanh 1:relu 1:identity 2:sigmoid``. Decisions (the controller's
 node 1's activation, then for each node ``j >= 2`` its source (an int in 1..j-1) and its
 activation (a string).
 
-Networks: on a ``series`` task ``(C, L)`` the cell runs over the series, ``patch`` values per step, and a
-linear head classifies the last state; on a ``language`` task (``nasforge.data.ptb``) an
+Networks: on a ``series`` task ``(C, L)`` the cell runs over the series, ``patch`` values per
+step, and a linear head classifies the mean (or last) state; on a ``language`` task (``nasforge.data.ptb``) an
 embedding feeds the cell and a linear decoder predicts the next token at every step.
 """
 
@@ -419,5 +419,5 @@ class EnasRnnSpace(SearchSpace):
                          inputs=(0,), outputs=(n + 1,))
 
 
-__all__ = ["ACTIVATIONS", "RnnCellArch", "parse_cell", "CellWeights", "series_steps", "SeriesEncoder",
-           "LanguageEncoder", "recurrent_network", "task_layout", "EnasRnnSpace"]
+__all__ = ["ACTIVATIONS", "RnnCellArch", "parse_cell", "CellWeights", "series_steps",
+           "SeriesEncoder", "LanguageEncoder", "recurrent_network", "task_layout", "EnasRnnSpace"]
