@@ -18,8 +18,9 @@ node 1's activation, then for each node ``j >= 2`` its source (an int in 1..j-1)
 activation (a string).
 
 Networks: on a ``series`` task ``(C, L)`` the cell runs over the series, ``patch`` values per
-step, and a linear head classifies the mean (or last) state; on a ``language`` task (``nasforge.data.ptb``) an
-embedding feeds the cell and a linear decoder predicts the next token at every step.
+step, and a linear head classifies the mean (or last) state; on a ``language`` task
+(``nasforge.data.ptb``) an embedding feeds the cell and a linear decoder predicts the next token
+at every step.
 """
 
 from __future__ import annotations
