@@ -4,7 +4,9 @@
         [--seed 0] [--threads 2]
 
 On digits: ``--archs`` architectures of the chain space ``benchmarks/ghn_search.py`` uses (not in
-the GHN's training pool), each fine-tuned twice on ``--k`` training images per class for
+the GHN's training pool; ``--source generator``: the first ``--archs`` networks of the GHN
+generator's ``test`` split for digits, seed ``--seed``, whose cells no training network has),
+each fine-tuned twice on ``--k`` training images per class for
 ``--steps`` Adam steps (same batches, same seed, the one training engine): once from the GHN's
 predicted parameters (batch-norm statistics from the k-shot images only), once from the same
 architecture's random initialisation. Reports test accuracy before and after fine-tuning (mean
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--max-conv", type=int, default=4)
     ap.add_argument("--ghn-archs", type=int, default=256, help="size of the GHN's training pool "
                     "(its architectures are excluded)")
+    ap.add_argument("--source", default="chain", choices=("chain", "generator"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,11 +63,19 @@ def main() -> None:
             archs.append(a)
     models = [(str(a), lambda a=a, i=i: build_network(space, a, task, seed=derive_seed(args.seed, i)))
               for i, a in enumerate(archs)]
+    what = "unseen chain architectures"
+    if args.source == "generator":
+        from nasforge.ghn.generator import ArchGenerator, description_key
+
+        gen = ArchGenerator(task, seed=args.seed, sizes={"test": args.archs})
+        models = [(description_key(d), lambda d=d: gen.build(d))
+                  for d in gen.descriptions("test", args.archs)]
+        what = "generator test-split architectures"
     res = kshot_compare(load_ghn(args.ghn), models, task, k=args.k, steps=args.steps, lr=args.lr,
                         seed=args.seed)
     s = res.summary()
     print(f"# ghn_kshot  {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  ghn {args.ghn}  digits, "
-          f"{s['archs']} unseen chain architectures, k={args.k} per class, {s['steps']} Adam steps "
+          f"{s['archs']} {what}, k={args.k} per class, {s['steps']} Adam steps "
           f"(lr {args.lr})")
     print(f"test accuracy before fine-tuning: predicted {100 * s['predicted_start']:.1f} +- "
           f"{100 * s['predicted_start_ci95']:.1f}, random {100 * s['random_start']:.1f} +- "
