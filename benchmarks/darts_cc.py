@@ -72,7 +72,8 @@ def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any
                "tau_decay": 0.8 / args.epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
                "derive": args.derive, "lambda_min": args.lambda_min,
                "lambda_max": args.lambda_max, "complexity": args.complexity,
-               "order": args.order, "pivots": args.pivots, "plots": True}
+               "order": args.order, "pivots": args.pivots,
+               "plots": False}  # this script draws them, outside the CPU seconds it measures
     if args.reference:
         options.update(REFERENCE)
     return options
@@ -114,6 +115,8 @@ def family_stats(trials: list, meta: dict, cpu_total: float) -> dict[str, Any]:
            "family_train_seconds_each": [t.result.cost.get("train_seconds") for t in trained],
            "genotypes": [str(t.arch) for t in fam]}
     if search_cpu is not None and not randoms:  # the run trained the family only
+        # the run's CPU seconds less the search's: the family's training, plus loading the
+        # task and building the supernet (a few seconds; an overestimate of the training)
         out["family_train_cpu_seconds"] = cpu_total - search_cpu
     out["target1"] = {
         "at_least_4_distinct": distinct >= 4, "strictly_falling": strictly,
