@@ -247,6 +247,38 @@ def front_figures(result: dict[str, Any], folder: Path) -> None:
         plt.close(fig)
 
 
+def summary(result: dict[str, Any]) -> str:
+    """Markdown tables of a ``front`` or ``family`` result (for docs/darts.md)."""
+    seeds = result.get("per_seed") or [result]
+    lines = ["| seed | parameters at λ̃ = 0, .25, .5, .75, 1 | distinct | strictly falling | "
+             "λ̃=0 / λ̃=1 | val acc (family) | search s (CPU s) | family training s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in seeds:
+        lines.append(
+            f"| {e['seed']} | {', '.join(str(int(p)) for p in e['params'])} | "
+            f"{e['distinct_genotypes']} | {'yes' if e['params_strictly_falling'] else 'no'} | "
+            f"{e['params_ratio_lambda0_over_lambda1']:.2f} | "
+            f"{', '.join(f'{v:.3f}' for v in e['val_acc'])} | "
+            f"{e['search_seconds']:.0f} ({e['search_cpu_seconds']:.0f}) | "
+            f"{e['family_train_seconds']:.0f}"
+            + (f" ({e['family_train_cpu_seconds']:.0f} CPU)" if "family_train_cpu_seconds" in e
+               else "") + " |")
+    if "per_seed" in result:
+        lines += ["", "| seed | random genotypes (params, val acc) | family on/above | DARTS "
+                  "(params, val, test) | on/above | GDAS (params, val, test) | on/above |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in seeds:
+            rnd = "; ".join(f"{int(p[0])} {p[1]:.3f}" for p in sorted(e["random"]))
+            cells = [str(e["seed"]), rnd, f"{sum(e['family_on_or_above'])}/{len(e['family'])}"]
+            for m in ("darts", "gdas"):
+                pts = e.get(m, [])
+                cells.append("; ".join(f"{int(p[0])}, {p[1]:.3f}, {p[2]:.3f}" for p in pts) or "-")
+                cells.append("yes" if pts and all(e[f"{m}_on_or_above"]) else
+                             ("no" if pts else "-"))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def save(out: Path, result: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -256,7 +288,8 @@ def save(out: Path, result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=("family", "front"))
+    parser.add_argument("target", choices=("family", "front", "summary"),
+                        help="summary: markdown tables of the results in --out")
     parser.add_argument("--task", default="digits")
     parser.add_argument("--C", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=8, help="search epochs")
@@ -279,6 +312,13 @@ def main() -> None:
                         help="DARTS-CC's reference unit, λ range, arch lr and order")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (never overwritten)")
     args = parser.parse_args()
+    if args.target == "summary":
+        if args.out is None or not args.out.is_file():
+            print(f"darts_cc.py: summary needs --out FILE, the results of a run; got "
+                  f"{args.out}", file=sys.stderr)
+            sys.exit(2)
+        print(summary(json.loads(args.out.read_text())))
+        return
     out = args.out or Path(__file__).parent / "results" / f"darts_cc_{args.target}_{args.task}.json"
     if out.exists():
         print(f"darts_cc.py: --out {out} exists; expected a new file (results are never "
