@@ -18,7 +18,8 @@ only (best validation accuracy found), never on a test column.
         --budgets 100,300 --out benchmarks/results/peers_nb201.json
 
 ``--out`` writes every figure (and every search's result) as JSON, and a Markdown table beside
-it (same name, ``.md``); an existing file is never overwritten.
+it (same name, ``.md``), both rewritten after each finished column, so an interrupted run keeps
+the columns it finished; a file that exists before the run is never overwritten.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def main() -> None:
     if out is not None and (out.exists() or out.with_suffix(".md").exists()):
         raise SystemExit(f"{out} (or its .md) already exists; choose another --out")
     results = []
+    command = "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:])
     for budget in budgets:
         for search, report in COLUMNS:
             if search.split("-")[0] not in wanted:
@@ -158,11 +160,10 @@ def main() -> None:
                              args.workers)
             print_block(res)
             results.append(res)
-    if out is not None:
-        command = "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"command": command, "results": results}, indent=1))
-        out.with_suffix(".md").write_text(markdown(results, command))
+            if out is not None:  # rewritten after every column: a long run keeps what finished
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"command": command, "results": results}, indent=1))
+                out.with_suffix(".md").write_text(markdown(results, command))
 
 
 if __name__ == "__main__":
