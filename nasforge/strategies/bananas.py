@@ -17,8 +17,11 @@ the parent is the best of ``sample_size`` random members of the population (as `
 ``candidates`` mutations of it are scored by the ensemble and the best by the acquisition
 (``its`` by default) is asked. Until ``initial`` trials succeeded the asks are random samples.
 
-Both never ask an architecture twice (the pool leaves out every architecture already asked; when
-it is empty a random unseen sample is asked), refit the ensemble after every ``retrain_every``
+Both never ask an architecture twice, nor, with ``canonical`` (the default), one equivalent to an
+architecture already asked (same ``space.canonical_key``; the ensemble then reads each
+architecture's representative, ``space.canonical``); the pool leaves those out, and when it is
+empty a random unseen sample is asked. ``bananas``'s ``depth`` 2 adds the cells two edits from
+its parents to the pool. They refit the ensemble after every ``retrain_every``
 new successful trials (1: before every ask; larger values make the search cheaper), and keep
 torch to one thread while they fit and score (``torch.set_num_threads(1)``, restored after).
 
