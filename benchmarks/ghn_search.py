@@ -44,6 +44,40 @@ def bootstrap_tau(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0)
     return kendall_tau(a, b), float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))
 
 
+def train_module(net: torch.nn.Module, train_eval, task, seed: int) -> dict:
+    """The chain path's row fields for a ready-made module (generator networks): random-init
+    validation accuracy, then the ``train`` evaluator's recipe (best validation epoch kept)."""
+    from nasforge.cost import count_params, measure_latency_ms
+    from nasforge.training import TrainConfig, evaluate_metrics, fit
+
+    net.eval()
+    rand = evaluate_metrics(net, task.val, TrainConfig())["acc"]
+    config = train_eval.config.for_task(task.kind)
+    try:
+        fitted = fit(net, task.train, task.val, config, seed=seed)
+    except Exception as exc:  # a diverged network is a failed row, as with the evaluator
+        return {"random_val_acc": rand, "val_acc": None, "train_status": f"failed: {exc}"}
+    test = evaluate_metrics(net, task.test, config)
+    return {"random_val_acc": rand, "val_acc": fitted.best_val_acc, "test_acc": test["acc"],
+            "latency_ms": measure_latency_ms(net, task.input_shape), "params": float(count_params(net)),
+            "val_curve": list(fitted.curves["val_acc"]), "train_status": "ok"}
+
+
+def ghn_module(ghn_path: str, net: torch.nn.Module, task, seed: int) -> dict:
+    """GHN score of a ready-made module, as the ``ghn`` evaluator computes it."""
+    from nasforge.evaluators.ghn import fill_with_ghn, load_ghn
+    from nasforge.training import TrainConfig, evaluate_metrics
+
+    try:
+        secs = fill_with_ghn(load_ghn(ghn_path), net, task, seed=seed)
+    except Exception as exc:
+        return {"ghn_val_acc": None, "ghn_status": f"failed: {exc}"}
+    net.eval()
+    return {"ghn_val_acc": evaluate_metrics(net, task.val, TrainConfig())["acc"],
+            "ghn_test_acc": evaluate_metrics(net, task.test, TrainConfig())["acc"],
+            "predict_seconds": secs, "ghn_status": "ok"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ghn", required=True, help="GHN file; trained here on the same chain space "
@@ -61,6 +95,12 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/ghn_search.json")
     ap.add_argument("--train-only", action="store_true", help="only train the architectures "
                     "(no GHN needed; a later run adds the GHN's scores)")
+    ap.add_argument("--source", default="chain", choices=("chain", "generator"),
+                    help="chain: unseen chain-space architectures; generator: the first --archs "
+                    "networks of the GHN generator's test split (cells no training network has)")
+    ap.add_argument("--part", default="0/1", help="K/N: with --train-only, train only the "
+                    "architectures i with i %% N == K (run N processes with their own --out, then "
+                    "merge the files' rows)")
     ap.add_argument("--report", action="store_true", help="only summarise the architectures "
                     "already in --out (e.g. of an interrupted run)")
     args = ap.parse_args()
@@ -97,6 +137,13 @@ def main() -> None:
     rng = np.random.default_rng(derive_seed(args.seed, 0xBE7C))
     archs: list = []
     seen: set[str] = set(pool)  # unseen: none of the GHN's training architectures
+    gen = None
+    if args.source == "generator":
+        from nasforge.ghn.generator import ArchGenerator, description_key
+
+        gen = ArchGenerator(task, seed=args.seed, sizes={"test": args.archs})
+        descs = {description_key(d): d for d in gen.descriptions("test", args.archs)}
+        archs = list(descs)
     while len(archs) < args.archs:
         a = space.sample(rng)
         if str(a) not in seen:
@@ -111,7 +158,13 @@ def main() -> None:
     out = Path(args.out)
     rows: dict[str, dict] = {}
     same = {k: v for k, v in vars(args).items()
-            if k not in ("report", "threads", "train_only", "ghn", "ghn_epochs", "ghn_archs")}
+            if k not in ("report", "threads", "train_only", "ghn", "ghn_epochs", "ghn_archs",
+                                                        "part")}
+    if args.source == "chain":
+        same.pop("source")  # files written before --source existed stay valid
+    else:
+        for k in ("features", "kernels", "max_conv"):
+            same.pop(k)
     if out.is_file():
         prev = json.loads(out.read_text())
         if prev.get("config") == same:
@@ -119,15 +172,20 @@ def main() -> None:
     if args.report:
         archs = [a for a in archs if str(a) in rows]
     started = time.time()
+    part_k, part_n = (int(v) for v in args.part.split("/"))
     for i, arch in enumerate(archs):
         key = str(arch)
+        if args.train_only and i % part_n != part_k:
+            continue
         row = rows.get(key, {})
         done_train = "val_acc" in row
         done_ghn = args.train_only or row.get("ghn_file") == ghn_id
         if done_train and done_ghn:
             continue
         seed = derive_seed(args.seed, i)
-        if not done_train:
+        if not done_train and gen is not None:
+            row.update(train_module(gen.build(descs[key]), train_eval, task, seed))
+        elif not done_train:
             t = train_eval.evaluate(arch, space, task, seed=seed)
             net = build_network(space, arch, task, seed=seed)
             net.eval()
@@ -136,7 +194,10 @@ def main() -> None:
                         "test_acc": t.metrics.get("test_acc"), "latency_ms": t.cost.get("latency_ms"),
                         "params": t.cost.get("params"), "val_curve": t.curves.get("val_acc"),
                         "train_status": t.status})
-        if not done_ghn:
+        if not done_ghn and gen is not None:
+            row.update(ghn_module(args.ghn, gen.build(descs[key]), task, seed))
+            row["ghn_file"] = ghn_id
+        elif not done_ghn:
             g = ghn_eval.evaluate(arch, space, task, seed=seed)
             row.update({"ghn_val_acc": g.metrics.get("val_acc"), "ghn_test_acc": g.metrics.get("test_acc"),
                         "predict_seconds": g.cost.get("predict_seconds"), "ghn_status": g.status,
@@ -165,9 +226,10 @@ def main() -> None:
     best_top = val[top].max()
     draws = np.random.default_rng(1)
     rand_best = np.mean([val[draws.choice(len(val), args.top_k, replace=False)].max() for _ in range(2000)])
+    what = (f"generator test split, seed {args.seed}" if gen is not None else
+            f"chain, features {args.features}, kernels {args.kernels}, max_conv {args.max_conv}, BN")
     print(f"# ghn_search  {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  ghn {args.ghn}  "
-          f"{len(R)} architectures (chain, features {args.features}, kernels {args.kernels}, "
-          f"max_conv {args.max_conv}, BN) on digits, trained {args.epochs} epochs")
+          f"{len(R)} architectures ({what}) on digits, trained {args.epochs} epochs")
     print(f"ranking: Kendall tau(GHN predicted val acc, trained val acc) = {tau:.3f} "
           f"[95% bootstrap {lo:.3f}, {hi:.3f}]")
     print(f"guided search: best trained val acc among GHN top-{args.top_k} = {100 * best_top:.2f}% "
@@ -183,8 +245,9 @@ def main() -> None:
     # property prediction: SVR on mean node embeddings, 2-fold, tau averaged
     from nasforge.evaluators.train import build_network as bn_
     ghn_model = load_ghn(args.ghn)
-    emb = graph_embeddings(ghn_model, [bn_(space, space.parse(k), task, seed=0) for k in keys],
-                           task.input_shape)
+    nets = ([gen.build(descs[k]) for k in keys] if gen is not None else
+            [bn_(space, space.parse(k), task, seed=0) for k in keys])
+    emb = graph_embeddings(ghn_model, nets, task.input_shape)
     half = len(keys) // 2
     targets = {"trained val acc": val, "latency_ms": np.array([r["latency_ms"] for r in R]),
                "convergence epoch": np.array([convergence_epoch(r["val_curve"]) for r in R], float)}
