@@ -263,6 +263,33 @@ def test_model_mode_and_flags_are_restored():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_each_module_mode_is_restored_and_the_trace_runs_in_eval_mode():
+    seen = []
+
+    class Probe(nn.Module):  # records the mode it is called in
+        def forward(self, x):
+            seen.append(self.training)
+            return x
+
+    class FrozenBN(ResNet):  # overrides train(): the slow, faithful path
+        def train(self, mode=True):
+            super().train(mode)
+            self.bn.eval()
+            return self
+
+    model = nn.Sequential(ResNet(), Probe()).train()
+    model[0].bn.eval()  # a mixed model: one frozen batch norm
+    g = build_graph(model, (3, 16, 16), method="autograd")
+    assert seen == [False] and g.num_nodes == build_graph(ResNet(), (3, 16, 16)).num_nodes
+    assert model.training and model[1].training and not model[0].bn.training and model[0].layer1.training
+    frozen = FrozenBN().train()
+    build_graph(frozen, (3, 16, 16), method="autograd")
+    assert frozen.training and not frozen.bn.training and frozen.layer1.training
+    evaluated = ResNet().eval()
+    build_graph(evaluated, (3, 16, 16))
+    assert not any(m.training for m in evaluated.modules())
+
+
 def test_shortest_paths_known_values():
     g = build_graph(ResNet(), (3, 16, 16))
     d = g.shortest_paths()

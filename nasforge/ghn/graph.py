@@ -477,9 +477,8 @@ def _role(mods: Mapping[str, nn.Module], qualname: str, shape: Sequence[int], ra
 
 
 def _lower(model: nn.Module, raws: list[_Raw], outputs: list[int], method: str,
-           allow_unused: bool) -> Graph:
-    params = dict(model.named_parameters())
-    mods = dict(model.named_modules())
+           allow_unused: bool, named: tuple[dict, dict] | None = None) -> Graph:
+    params, mods = named or _named(model)
     n = len(raws)
     # which raw ops the outputs depend on (fx keeps dead code; autograd never sees it)
     live = [False] * n
@@ -706,10 +705,10 @@ def _finish(nodes: list[tuple[Any, Node, list[int]]], method: str, unused: list[
             nd.name = f"{nd.op}{counts[nd.op]}" if nd.op != "input" else "input"
             counts[nd.op] += 1
         out_nodes.append(nd)
+    src = [index[i] for j in kept for i in effective[j]]
+    dst = [index[j] for j in kept for _ in effective[j]]
     adj = torch.zeros(len(kept), len(kept), dtype=torch.bool)
-    for j in kept:
-        for i in effective[j]:
-            adj[index[i], index[j]] = True
+    adj[src, dst] = True
     if not out_nodes or out_nodes[0].op != "input":
         raise ArchitectureError("ghn graph: no input node was found (is the output independent "
                                 "of the input?)")
@@ -886,8 +885,14 @@ def _ag_category(fn: Any, hooked: tuple[str, nn.Module] | None) -> tuple[str, di
     return cat, {}
 
 
-def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor]) -> tuple[list[_Raw], list[int]]:
-    named = dict(model.named_parameters())
+def _named(model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Module]]:
+    """``(dict(named_parameters()), dict(named_modules()))``, computed once per trace."""
+    return dict(model.named_parameters()), dict(model.named_modules())
+
+
+def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor],
+                  named_: tuple[dict, dict] | None = None) -> tuple[list[_Raw], list[int]]:
+    named, mods = named_ or _named(model)
     by_id = {id(p): name for name, p in named.items()}
     input_ids = {id(x): k for k, x in enumerate(inputs)}
     hooked: dict[int, tuple[Any, str, nn.Module]] = {}
@@ -908,7 +913,7 @@ def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor]) -> tuple[list[_R
                 hooked[id(g)] = (g, name, m)
         return fn
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+    handles = [m.register_forward_hook(hook(name)) for name, m in mods.items()
                if isinstance(m, _NAMED_MODULES)]
     flags = {name: p.requires_grad for name, p in named.items()}
     try:
@@ -924,22 +929,29 @@ def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor]) -> tuple[list[_R
     roots = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
     # collect the autograd nodes reachable from the outputs
     seen: dict[int, Any] = {}
+    nexts: dict[int, list[Any]] = {}  # next_functions builds new tuples each time: read it once
+    keys: dict[int, int] = {}
     stack = list(roots)
     while stack:
         fn = stack.pop()
-        if id(fn) in seen:
+        i = id(fn)
+        if i in seen:
             continue
-        seen[id(fn)] = fn
-        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+        seen[i] = fn
+        acc = type(fn).__name__ == "AccumulateGrad"
+        keys[i] = -1 if acc else int(fn._sequence_nr())
+        nxt = [] if acc else [f for f, _ in fn.next_functions if f is not None]
+        nexts[i] = nxt
+        stack.extend(nxt)
 
     def key(fn: Any) -> int:
-        return -1 if type(fn).__name__ == "AccumulateGrad" else int(fn._sequence_nr())
+        return keys[id(fn)]
 
-    order = sorted(seen.values(), key=lambda f: (key(f), id(f) if key(f) < 0 else 0))
+    order = sorted(seen.values(), key=lambda f: (keys[id(f)], id(f) if keys[id(f)] < 0 else 0))
     raws: list[_Raw] = []
     index: dict[int, int] = {}
     for fn in order:
-        if type(fn).__name__ == "AccumulateGrad":
+        if keys[id(fn)] < 0:
             var = fn.variable
             if id(var) in input_ids:
                 pos = input_ids[id(var)]
@@ -950,8 +962,7 @@ def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor]) -> tuple[list[_R
             else:
                 continue
         else:
-            ins = [index[id(nxt)] for nxt, _ in fn.next_functions
-                   if nxt is not None and id(nxt) in index]
+            ins = [index[id(nxt)] for nxt in nexts[id(fn)] if id(nxt) in index]
             h = hooked.get(id(fn))
             cat, attrs = _ag_category(fn, (h[1], h[2]) if h else None)
             raw = _Raw((key(fn),), cat, ins, attrs={"opname": type(fn).__name__, **attrs})
@@ -986,7 +997,8 @@ def example_input_for(shape: Sequence[int], batch: int = 1) -> torch.Tensor:
     return torch.randn((batch, *[int(s) for s in shape]), generator=gen)
 
 
-def _trace_fx(model: nn.Module, inputs: list[torch.Tensor], allow_unused: bool) -> Graph:
+def _trace_fx(model: nn.Module, inputs: list[torch.Tensor], allow_unused: bool,
+              named: tuple[dict, dict] | None = None) -> Graph:
     try:
         with torch.no_grad():
             raws, outs = _fx_raw(model, [x.detach() for x in inputs])
@@ -995,12 +1007,14 @@ def _trace_fx(model: nn.Module, inputs: list[torch.Tensor], allow_unused: bool) 
     except Exception as exc:
         raise ArchitectureError(f"ghn graph: torch.fx cannot trace {type(model).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    return _lower(model, raws, outs, "fx", allow_unused)
+    return _lower(model, raws, outs, "fx", allow_unused, named)
 
 
-def _trace_autograd(model: nn.Module, inputs: list[torch.Tensor], allow_unused: bool) -> Graph:
-    raws, outs = _autograd_raw(model, inputs)
-    return _lower(model, raws, outs, "autograd", allow_unused)
+def _trace_autograd(model: nn.Module, inputs: list[torch.Tensor], allow_unused: bool,
+                    named: tuple[dict, dict] | None = None) -> Graph:
+    named = named or _named(model)
+    raws, outs = _autograd_raw(model, inputs, named)
+    return _lower(model, raws, outs, "autograd", allow_unused, named)
 
 
 def build_graph(model: nn.Module, example_input: Any = None, *, method: str = "auto",
@@ -1034,25 +1048,45 @@ def build_graph(model: nn.Module, example_input: Any = None, *, method: str = "a
         raise ConfigError(f"ghn graph: example input {example_input!r:.80}; expected a tensor, a "
                           "tuple of tensors or an input shape of integers")
     inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
-    was_training = model.training
-    model.eval()
+    named = _named(model)
+    restore = _to_eval(model, named[1])
     try:
         if method == "autograd":
-            return _trace_autograd(model, inputs, allow_unused)
+            return _trace_autograd(model, inputs, allow_unused, named)
         if method == "fx":
-            return _trace_fx(model, inputs, allow_unused)
+            return _trace_fx(model, inputs, allow_unused, named)
         try:
-            return _trace_autograd(model, inputs, allow_unused)
+            return _trace_autograd(model, inputs, allow_unused, named)
         except Exception as first:  # e.g. a branch run without gradients: fx sees it
             try:
-                return _trace_fx(model, inputs, allow_unused)
+                return _trace_fx(model, inputs, allow_unused, named)
             except Exception:
                 if isinstance(first, ArchitectureError):
                     raise first from None
                 raise ArchitectureError(f"ghn graph: cannot trace {type(model).__name__}: "
                                         f"{first}") from None
     finally:
-        model.train(was_training)
+        restore()
+
+
+def _to_eval(model: nn.Module, mods: Mapping[str, nn.Module]) -> Any:
+    """Put ``model`` in eval mode; returns a function restoring the former mode.
+
+    Where no module overrides ``train``, the flags are set directly (``Module.train`` goes
+    through ``__setattr__`` for each of a DARTS network's ~1,000 modules: several ms) and
+    restored module by module; otherwise ``model.eval()`` / ``model.train(was_training)``."""
+    if any(type(m).train is not nn.Module.train for m in mods.values()):
+        was_training = model.training
+        model.eval()
+        return lambda: model.train(was_training)
+    changed = [m for m in mods.values() if m.training]
+    for m in changed:
+        m.__dict__["training"] = False
+
+    def restore() -> None:
+        for m in changed:
+            m.__dict__["training"] = True
+    return restore
 
 
 __all__ = ["PRIMITIVES", "OP_INDEX", "PARAM_KINDS", "ParamRef", "Node", "Graph", "build_graph",
