@@ -21,6 +21,13 @@ predicted parameters against random initialisation. Results are written to ``--o
 every architecture, and a rerun continues from it. ``--train-only`` trains the architectures
 without any GHN (the expensive part, which does not depend on it); a later run with ``--ghn``
 adds the GHN scores to the same rows (recomputed when the GHN file changes).
+
+``--source generator`` uses the first ``--archs`` networks of the GHN generator's ``test`` split
+(``ArchGenerator(digits, seed=--seed)``; their cells are in no training split) instead of chain
+architectures: trained with the ``train`` evaluator's recipe (Adam, cosine, best validation epoch
+kept), scored like the ``ghn`` evaluator. ``--part K/N`` (with ``--train-only``) trains every
+N-th architecture so N processes can share the work, each with its own ``--out``; merge the
+files' ``rows`` (and set ``config.out``) before the run with ``--ghn``.
 """
 
 from __future__ import annotations
