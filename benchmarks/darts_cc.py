@@ -53,7 +53,42 @@ from nasforge.config import make_config
 from nasforge.run.rundir import Run
 
 REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "arch_lr": 1e-3,
-             "order": 2, "pivots": "learned"}
+             "order": 2, "pivots": "learned", "lambda_sampling": "uniform"}
+#: the arguments that fix the random genotypes and their training, and DARTS's and GDAS's runs:
+#: a ``front`` result may be reused (``--reuse``) only when they are the same
+REUSE_KEYS = ("task", "C", "epochs", "train_epochs", "train_batch", "random", "derive", "limit",
+              "batch", "arch_lr")
+
+
+def reusable(args: argparse.Namespace, path: Path) -> dict[int, dict[str, Any]]:
+    """The per-seed entries of an earlier ``front`` result whose random genotypes, DARTS and
+    GDAS results this run takes over (``--reuse``): they depend on the seed, the space, the
+    search length and the training only, not on DARTS-CC's options. Exit 2 when the file is
+    not such a result or was made with other values of ``REUSE_KEYS`` or lacks a seed."""
+    def fail(why: str) -> None:
+        print(f"darts_cc.py: --reuse {path}: {why}", file=sys.stderr)
+        sys.exit(2)
+
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"not a readable JSON file ({exc}); expected the results of an earlier front run")
+    if not isinstance(earlier, dict) or earlier.get("args", {}).get("target") != "front":
+        fail("not the results of a front run; expected a file written by "
+             "`darts_cc.py front`")
+    for key in REUSE_KEYS:
+        if earlier["args"].get(key) != getattr(args, key):
+            fail(f"made with {key} = {earlier['args'].get(key)!r}, this run has "
+                 f"{getattr(args, key)!r}; expected the same value (random genotypes, DARTS and "
+                 "GDAS would differ)")
+    entries = {e["seed"]: e for e in earlier.get("per_seed", [])}
+    for seed in args.seeds:
+        e = entries.get(seed)
+        if e is None or len(e.get("random", [])) != args.random or \
+                any(m not in args.skip and m not in e for m in ("darts", "gdas")):
+            fail(f"has no complete entry for seed {seed} (random genotypes, DARTS, GDAS); "
+                 f"seeds there: {sorted(entries)}")
+    return entries
 
 
 def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, Any]) -> dict:
@@ -73,6 +108,7 @@ def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any
                "derive": args.derive, "lambda_min": args.lambda_min,
                "lambda_max": args.lambda_max, "complexity": args.complexity,
                "order": args.order, "pivots": args.pivots,
+               "lambda_sampling": args.lambda_sampling, "lambda_jitter": args.lambda_jitter,
                "plots": False}  # this script draws them, outside the CPU seconds it measures
     if args.reference:
         options.update(REFERENCE)
@@ -159,21 +195,31 @@ def front(args: argparse.Namespace, out: Path, header: dict[str, Any]) -> dict[s
     per_seed: list[dict[str, Any]] = []
     result = {**header, "task": args.task, "seeds": args.seeds, "per_seed": per_seed,
               "plots": str(plots_dir(out)), "work_dir": str(work)}
+    earlier = reusable(args, args.reuse) if args.reuse else {}
     for seed in args.seeds:
-        trials, meta, cpu = run(config(args, seed, "darts_cc", darts_cc_options(args, args.random)),
+        old = earlier.get(seed)
+        n_random = 0 if old else args.random
+        trials, meta, cpu = run(config(args, seed, "darts_cc", darts_cc_options(args, n_random)),
                                 work / f"cc{seed}")
-        randoms, fam = points(trials, "random"), points(trials, "family")
+        randoms, fam = points(trials, "random") if not old else old["random"], points(trials, "family")
         entry: dict[str, Any] = {
             "seed": seed, "random": randoms, "family": fam,
             "family_on_or_above": [on_or_above(p, randoms) for p in fam],
             "darts_cc_cpu_seconds": cpu, **family_stats(trials, meta, cpu)}
+        if old:
+            entry["reused_from"] = str(args.reuse)
+            for method in ("darts", "gdas"):
+                if method in old and method not in args.skip:
+                    for key in ("", "_genotype", "_search_seconds", "_cpu_seconds"):
+                        entry[method + key] = old[method + key]
+                    entry[f"{method}_on_or_above"] = [on_or_above(p, randoms) for p in old[method]]
         per_seed.append(entry)
         save(out, result)  # results so far, if a later part dies
         one_shot = {"epochs": args.epochs, "batch_size": args.batch, "supernet_val": False,
                     "plots": False, "arch_lr": args.arch_lr}
         for method, options in (("darts", {**one_shot, "order": 1}),
                                 ("gdas", {**one_shot, "tau_max": 10.0, "tau_min": 0.1})):
-            if method in args.skip:
+            if method in args.skip or old:
                 continue
             mtrials, mmeta, mcpu = run(config(args, seed, method, options), work / f"{method}{seed}")
             pts = points(mtrials)
@@ -308,8 +354,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="search batch size")
     parser.add_argument("--lambda-min", type=float, default=1e-2)
     parser.add_argument("--lambda-max", type=float, default=1e2)
+    parser.add_argument("--lambda-sampling", default="uniform", choices=("uniform", "anchors"),
+                        help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
+    parser.add_argument("--lambda-jitter", type=float, default=1.0,
+                        help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="front: take the random genotypes, DARTS and GDAS of each seed "
+                             "from this earlier front result (same task, sizes, training)")
     parser.add_argument("--reference", action="store_true",
-                        help="DARTS-CC's reference unit, λ range, arch lr and order")
+                        help="DARTS-CC's reference unit, λ range, arch lr, order, sampling")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (never overwritten)")
     args = parser.parse_args()
     if args.target == "summary":

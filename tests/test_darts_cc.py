@@ -254,6 +254,81 @@ def test_options_are_checked():
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)
 
 
+def test_anchor_sampling_gives_every_anchor_the_same_weight_mass():
+    # uniform λ̃ (the reference's): an end anchor's hat function is cut in half by [0, 1], so it
+    # gets 1/8 of the interpolation weight against 1/4 for an inner anchor (K = 5)
+    g = torch.Generator().manual_seed(0)
+    mass = LambdaRange(1e-2, 1e1).anchor_mass(20000, g)
+    assert mass[0] == pytest.approx(0.125, abs=0.01) and mass[4] == pytest.approx(0.125, abs=0.01)
+    assert all(m == pytest.approx(0.25, abs=0.01) for m in mass[1:4])
+    # an anchor plus jitter in [0, 1] of the spacing, clipped: 1/K each (exactly, in expectation)
+    for jitter in (0.0, 0.5, 1.0):
+        r = LambdaRange(1e-2, 1e1, "anchors", 5, jitter)
+        assert all(m == pytest.approx(0.2, abs=0.01) for m in r.anchor_mass(20000, g)), jitter
+    # jitter 0: only the grid; jitter 1: all of [0, 1], each end clipped to with mass 1/(2K)
+    grid = {round(LambdaRange(1e-2, 1e1, "anchors", 5, 0.0).sample(g)[1], 9) for _ in range(500)}
+    assert grid == {0.0, 0.25, 0.5, 0.75, 1.0}
+    r = LambdaRange(1e-2, 1e1, "anchors", 3, 1.0)
+    draws = np.array([r.sample(g) for _ in range(6000)])
+    assert ((draws[:, 1] >= 0) & (draws[:, 1] <= 1)).all()
+    assert (draws[:, 1] == 0).mean() == pytest.approx(1 / 6, abs=0.02)
+    assert (draws[:, 1] == 1).mean() == pytest.approx(1 / 6, abs=0.02)
+    assert np.allclose(draws[:, 0], [r.value(t) for t in draws[:, 1]])
+    for bad, match in [({"sampling": "beta"}, "sampling"), ({"jitter": 1.5}, "jitter"),
+                       ({"sampling": "anchors", "anchors": 1}, "anchors")]:
+        with pytest.raises(ConfigError, match=match):
+            LambdaRange(1e-2, 1e1, **bad)
+    for bad, match in [({"lambda_sampling": "grid"}, "sampling"),
+                       ({"lambda_jitter": -0.1}, "jitter")]:
+        with pytest.raises(ConfigError, match=match):
+            registry.create("methods", "darts_cc", **bad)
+
+
+def _fit_search(method: DartsCC, checkpoint: Path, *, stop_at_epoch: int | None = None,
+                resume: bool = False) -> tuple[DartsCCModel, list[float]]:
+    """The method's search on the generated ``_context`` data through the engine (checkpoint
+    after every epoch); ``stop_at_epoch`` dies at the first step of that epoch (as kill -9
+    would, after the previous epoch's checkpoint). Returns the model and the λ̃ of each step."""
+    from nasforge.training import Callback
+
+    class Stop(Exception):
+        pass
+
+    class Record(Callback):
+        def __init__(self) -> None:
+            self.tildes: list[float] = []
+
+        def on_step_start(self, engine) -> None:
+            if engine.epoch == stop_at_epoch:
+                raise Stop
+            self.tildes.append(engine.model.lam_tilde)
+
+    model, engine, _, data = method.build(_context())
+    record = Record()
+    engine.callbacks.append(record)  # after LambdaSchedule: sees the step's λ̃
+    try:
+        engine.fit(data, checkpoint=checkpoint, resume=resume)
+    except Stop:
+        pass
+    return model, record.tildes
+
+
+def test_anchor_sampling_search_resumes_exactly(tmp_path):
+    method = DartsCC(epochs=3, batch_size=4, order=1, pivots="fixed", complexity="relative",
+                     lambda_min=1e-2, lambda_max=1e1, lambda_sampling="anchors",
+                     lambda_jitter=0.5, arch_lr=0.03)
+    full, tildes = _fit_search(method, tmp_path / "full.pt")
+    assert len(tildes) == 3 * 2 and all(0 <= t <= 1 for t in tildes)
+    _, first = _fit_search(method, tmp_path / "cut.pt", stop_at_epoch=2)
+    resumed, rest = _fit_search(method, tmp_path / "cut.pt", resume=True)
+    assert first + rest == tildes  # the same λ̃ draws, before and after the cut
+    for a, b in zip(full.hyper.parameters(), resumed.hyper.parameters()):
+        assert torch.equal(a, b)
+    lams = LambdaRange(1e-2, 1e1)
+    for lam in (1e-2, 1e-1, 1e1):
+        assert full.derive(lam, lams) == resumed.derive(lam, lams)
+
+
 # --------------------------------------------------------------------------------------------
 # end to end through the CLI (slow)
 

@@ -38,7 +38,10 @@ the α(λ̃) and genotypes per epoch, the search time.
 
 Options beyond the reference's defaults (see ``docs/darts.md``): ``complexity: relative`` (the
 complexity term divided by the cells' largest possible parameter count), ``pivots: fixed``
-(α(λ̃) linear between its anchors), ``lambda_classifier`` (the reference's λ-conditioned final
+(α(λ̃) linear between its anchors), ``lambda_sampling: anchors`` (λ̃ drawn at an anchor of
+α(λ̃) plus ``lambda_jitter`` times the anchors' spacing, clipped to [0, 1]: every anchor, the
+family's ends included, gets the same share of the architecture gradient; the reference's
+uniform λ̃ gives the end anchors half of an inner one's), ``lambda_classifier`` (the reference's λ-conditioned final
 classifier, ``LambdaLinear``, in the search); ``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale
 preset.
 
@@ -123,7 +126,8 @@ class LambdaSchedule(Callback):
 
     def __init__(self, method: "DartsCC", table: dict[str, torch.Tensor], ops: Sequence[str]):
         self.m, self.table, self.ops = method, table, list(ops)
-        self.range = LambdaRange(method.lambda_min, method.lambda_max)
+        self.range = LambdaRange(method.lambda_min, method.lambda_max, method.lambda_sampling,
+                                 method.anchors, method.lambda_jitter)
 
     def on_epoch_start(self, engine: Engine) -> None:
         engine.model.tau = temperature(engine.epoch - 1, self.m.tau_decay, self.m.tau_min)
@@ -222,6 +226,8 @@ class DartsCC(Method):
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
                  complexity: Literal["params", "relative"] = "params",
                  pivots: Literal["learned", "fixed"] = "learned", lambda_classifier: bool = False,
+                 lambda_sampling: Literal["uniform", "anchors"] = "uniform",
+                 lambda_jitter: float = 1.0,
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -240,7 +246,11 @@ class DartsCC(Method):
         if not (isinstance(arch_fraction, (int, float)) and 0 < arch_fraction < 1):
             raise ConfigError(f"darts_cc: arch_fraction = {arch_fraction!r}; expected a number "
                               "in (0, 1)")
-        LambdaRange(lambda_min, lambda_max)  # validates the range
+        try:  # validates the range, the sampling and its jitter
+            LambdaRange(lambda_min, lambda_max, lambda_sampling, anchors, lambda_jitter)
+        except ConfigError as exc:
+            raise ConfigError(f"darts_cc: {exc} (options lambda_min, lambda_max, "
+                              "lambda_sampling: uniform or anchors, lambda_jitter)") from None
         lambdas = [0.0, 0.25, 0.5, 0.75, 1.0] if lambdas is None else list(lambdas)
         if not lambdas or any(isinstance(t, bool) or not isinstance(t, (int, float))
                               or not 0 <= t <= 1 for t in lambdas):
@@ -278,6 +288,7 @@ class DartsCC(Method):
         self.tau_decay, self.tau_min = float(tau_decay), float(tau_min)
         self.random_baseline, self.plots = random_baseline, plots
         self.complexity, self.pivots = complexity, pivots
+        self.lambda_sampling, self.lambda_jitter = lambda_sampling, float(lambda_jitter)
         if not isinstance(lambda_classifier, bool):
             raise ConfigError(f"darts_cc: lambda_classifier = {lambda_classifier!r}; expected "
                               "true or false")
@@ -363,7 +374,8 @@ class DartsCC(Method):
                 "arch_loss": engine.state.get("arch_loss", []),
                 "search_seconds": result.seconds, "epochs": result.epochs_run,
                 "search_cpu_seconds_this_process": cpu,
-                "complexity": self.complexity,
+                "complexity": self.complexity, "lambda_sampling": self.lambda_sampling,
+                "lambda_jitter": self.lambda_jitter,
                 "complexity_scale": complexity_scale(table, self.complexity),
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
@@ -376,7 +388,8 @@ class DartsCC(Method):
             ctx.save_state(self.epochs + 1, state)  # ids and genotypes fixed before any trial
         else:
             state = loaded[1]
-        optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale")
+        optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale",
+                    "lambda_sampling", "lambda_jitter")
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
             "search_seconds", "epochs", "order", "supernet_params", "arch_loss")

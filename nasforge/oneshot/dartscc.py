@@ -8,7 +8,9 @@ the reference's description (``shared/reference/ghn2-dartscc.md`` section B):
 
 - ``LambdaRange``: λ lives in ``[low, high]`` (default ``[1e-8, 1e-4]``, the reference's
   Fashion-MNIST range) and is normalised as ``λ̃ = (log10 λ - log10 low) / (log10 high - log10
-  low)`` in ``[0, 1]``; ``sample`` draws λ log-uniformly (λ̃ uniformly), once per step.
+  low)`` in ``[0, 1]``; ``sample`` draws λ log-uniformly (λ̃ uniformly), once per step, or (option
+  ``sampling="anchors"``) λ̃ at an anchor of the grid plus jitter, so that the end anchors of
+  α(λ̃) get as much of the architecture gradient as the inner ones.
 - ``PiecewiseLinear``: α(λ̃) of one node, piecewise linear in λ̃ with ``K`` learnable anchor
   matrices ``c_0..c_{K-1}`` and learnable pivots ``p`` (initialised ``linspace(0, 1, K)``;
   ``K = 5``, one anchor per decade of the default range)::
@@ -61,18 +63,47 @@ PARAMETER_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 # λ
 
 
-class LambdaRange:
-    """λ in ``[low, high]`` and its normalised log ``λ̃ in [0, 1]``."""
+#: how λ̃ is drawn per step: ``uniform`` (the reference's, λ log-uniform) or ``anchors`` (an
+#: anchor of the grid ``k / (K - 1)`` drawn uniformly, plus uniform jitter, clipped to [0, 1])
+LAMBDA_SAMPLING = ("uniform", "anchors")
 
-    def __init__(self, low: float = 1e-8, high: float = 1e-4):
+
+class LambdaRange:
+    """λ in ``[low, high]``, its normalised log ``λ̃ in [0, 1]``, and how λ̃ is drawn per step.
+
+    ``sampling``: ``uniform`` (the reference's: λ̃ uniform in [0, 1], λ log-uniform) or
+    ``anchors``: ``λ̃ = clip(k / (K - 1) + jitter · u / (K - 1), 0, 1)`` with ``k`` uniform in
+    ``0..K-1`` (``K = anchors``) and ``u`` uniform in ``[-1, 1]``. Under ``uniform`` an end
+    anchor of the piecewise-linear α(λ̃) gets half the interpolation weight of an inner one
+    (``1 / (2 (K - 1))`` against ``1 / (K - 1)``: its hat function is cut in half by the
+    interval's end), so the ends -- the family's largest and smallest members -- are the least
+    trained. Under ``anchors`` with ``0 <= jitter <= 1`` and the pivots at their grid, every
+    anchor's expected interpolation weight is exactly ``1 / K``: draws clipped at 0 or 1 give the
+    end anchor full weight, making up for the half of its hat that lies outside [0, 1].
+    ``jitter = 0`` trains α only at the anchors (the family's λ̃ by default); ``jitter = 1``
+    covers all of [0, 1].
+    """
+
+    def __init__(self, low: float = 1e-8, high: float = 1e-4, sampling: str = "uniform",
+                 anchors: int = 5, jitter: float = 1.0):
         for name, value in (("low", low), ("high", high)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"lambda range {name} = {value!r}; expected a positive number")
         if not low < high:
             raise ConfigError(f"lambda range [{low}, {high}]; expected low < high")
+        if sampling not in LAMBDA_SAMPLING:
+            raise ConfigError(f"lambda sampling {sampling!r}; expected one of "
+                              f"{', '.join(LAMBDA_SAMPLING)}")
+        if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 2:
+            raise ConfigError(f"anchors = {anchors!r}; expected an integer >= 2")
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) \
+                or not 0 <= jitter <= 1:
+            raise ConfigError(f"lambda jitter = {jitter!r}; expected a number in [0, 1] (a "
+                              "fraction of the spacing between anchors)")
         self.low, self.high = float(low), float(high)
         self.log_low, self.log_high = math.log10(low), math.log10(high)
+        self.sampling, self.anchors, self.jitter = sampling, anchors, float(jitter)
 
     def tilde(self, lam: float) -> float:
         """λ̃ of ``lam`` (``ConfigError`` outside the range)."""
@@ -88,9 +119,26 @@ class LambdaRange:
         return 10.0 ** (self.log_low + tilde * (self.log_high - self.log_low))
 
     def sample(self, generator: torch.Generator) -> tuple[float, float]:
-        """``(λ, λ̃)`` with λ log-uniform in the range (λ̃ uniform in [0, 1])."""
-        t = float(torch.rand((), generator=generator))
+        """``(λ, λ̃)``, λ̃ drawn as ``sampling`` says (``uniform``: λ log-uniform in the range)."""
+        if self.sampling == "uniform":
+            t = float(torch.rand((), generator=generator))
+        else:
+            k = int(torch.randint(self.anchors, (), generator=generator))
+            u = 2.0 * float(torch.rand((), generator=generator)) - 1.0
+            t = min(1.0, max(0.0, (k + self.jitter * u) / (self.anchors - 1)))
         return self.value(t), t
+
+    def anchor_mass(self, draws: int, generator: torch.Generator) -> list[float]:
+        """The mean interpolation weight of each anchor (pivots at their grid) over ``draws``
+        draws of ``sample``: how much of the architecture gradient each anchor receives."""
+        K, mass = self.anchors, [0.0] * self.anchors
+        for _ in range(draws):
+            _, t = self.sample(generator)
+            seg = min(max(int(math.floor(0.99999 * t * (K - 1))), 0), K - 2)
+            d = (seg + 1) - t * (K - 1)
+            mass[seg] += d / draws
+            mass[seg + 1] += (1 - d) / draws
+        return mass
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,6 +330,6 @@ def temperature(epoch: int, decay: float = 0.016, floor: float = 0.1) -> float:
     return max(float(floor), 1.0 - float(decay) * epoch)
 
 
-__all__ = ["LambdaRange", "PiecewiseLinear", "LambdaLinear", "interpolate", "MLPAlpha", "AlphaHypernet", "edge_list",
+__all__ = ["LambdaRange", "LAMBDA_SAMPLING", "PiecewiseLinear", "LambdaLinear", "interpolate", "MLPAlpha", "AlphaHypernet", "edge_list",
            "expected_params", "complexity", "complexity_scale", "max_params", "COMPLEXITY_UNITS", "gumbel_weights", "temperature",
            "PARAMETER_FREE", "CELL_TYPES"]
