@@ -53,7 +53,7 @@ from nasforge.config import make_config
 from nasforge.run.rundir import Run
 
 REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "arch_lr": 1e-3,
-             "order": 2, "pivots": "learned", "lambda_sampling": "uniform"}
+             "order": 2, "pivots": "learned", "lambda_sampling": "uniform", "warmup_epochs": 0}
 #: the arguments that fix the random genotypes and their training, and DARTS's and GDAS's runs:
 #: a ``front`` result may be reused (``--reuse``) only when they are the same
 REUSE_KEYS = ("task", "C", "epochs", "train_epochs", "train_batch", "random", "derive", "limit",
@@ -109,6 +109,7 @@ def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any
                "lambda_max": args.lambda_max, "complexity": args.complexity,
                "order": args.order, "pivots": args.pivots,
                "lambda_sampling": args.lambda_sampling, "lambda_jitter": args.lambda_jitter,
+               "warmup_epochs": args.warmup,
                "plots": False}  # this script draws them, outside the CPU seconds it measures
     if args.reference:
         options.update(REFERENCE)
@@ -358,6 +359,8 @@ def main() -> None:
                         help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
     parser.add_argument("--lambda-jitter", type=float, default=1.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="DARTS-CC search epochs that train the weights only")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="front: take the random genotypes, DARTS and GDAS of each seed "
                              "from this earlier front result (same task, sizes, training)")

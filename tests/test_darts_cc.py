@@ -301,11 +301,13 @@ def _fit_search(method: DartsCC, checkpoint: Path, *, stop_at_epoch: int | None 
         def on_step_start(self, engine) -> None:
             if engine.epoch == stop_at_epoch:
                 raise Stop
+
+        def on_step_end(self, engine, loss: float, acc: float) -> None:
             self.tildes.append(engine.model.lam_tilde)
 
     model, engine, _, data = method.build(_context())
     record = Record()
-    engine.callbacks.append(record)  # after LambdaSchedule: sees the step's λ̃
+    engine.callbacks.insert(0, record)  # stops before the step's draws and steps
     try:
         engine.fit(data, checkpoint=checkpoint, resume=resume)
     except Stop:
@@ -327,6 +329,20 @@ def test_anchor_sampling_search_resumes_exactly(tmp_path):
     lams = LambdaRange(1e-2, 1e1)
     for lam in (1e-2, 1e-1, 1e1):
         assert full.derive(lam, lams) == resumed.derive(lam, lams)
+
+
+def test_warmup_epochs_train_the_weights_only(tmp_path):
+    method = DartsCC(epochs=2, batch_size=4, order=1, pivots="fixed", arch_lr=0.03,
+                     warmup_epochs=1)
+    initial, _, _, _ = method.build(_context())
+    warm, _ = _fit_search(method, tmp_path / "warm.pt", stop_at_epoch=2)
+    assert all(torch.equal(a, b) for a, b in zip(initial.hyper.parameters(), warm.hyper.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(initial.supernet.parameters(),
+                                                     warm.supernet.parameters()))
+    full, _ = _fit_search(method, tmp_path / "full.pt")
+    assert not all(torch.equal(a, b) for a, b in zip(initial.hyper.parameters(), full.hyper.parameters()))
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        DartsCC(epochs=2, warmup_epochs=2)
 
 
 # --------------------------------------------------------------------------------------------

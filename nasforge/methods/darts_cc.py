@@ -41,7 +41,8 @@ complexity term divided by the cells' largest possible parameter count), ``pivot
 (α(λ̃) linear between its anchors), ``lambda_sampling: anchors`` (λ̃ drawn at an anchor of
 α(λ̃) plus ``lambda_jitter`` times the anchors' spacing, clipped to [0, 1]: every anchor, the
 family's ends included, gets the same share of the architecture gradient; the reference's
-uniform λ̃ gives the end anchors half of an inner one's), ``lambda_classifier`` (the reference's λ-conditioned final
+uniform λ̃ gives the end anchors half of an inner one's), ``warmup_epochs`` (the first epochs
+train the weights only), ``lambda_classifier`` (the reference's λ-conditioned final
 classifier, ``LambdaLinear``, in the search); ``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale
 preset.
 
@@ -144,6 +145,28 @@ class LambdaSchedule(Callback):
                      train_loss=logs.get("train_loss")))
 
 
+class WarmBilevel(Bilevel):
+    """``Bilevel`` without architecture steps in the first ``warmup`` epochs: the weights train
+    alone (mixed by the Gumbel weights of α(λ̃) at its initial, near-uniform value), so that the
+    operations with parameters are trained before α compares them with the parameter-free ones
+    (whose early advantage otherwise wins at every λ, DARTS's known early preference). The
+    architecture loss of a warm-up epoch is recorded as ``None``."""
+
+    def __init__(self, *args: Any, warmup: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.warmup = warmup
+
+    def on_step_start(self, engine: Engine) -> None:
+        if engine.epoch > self.warmup:
+            super().on_step_start(engine)
+
+    def on_epoch_end(self, engine: Engine, logs: dict[str, float]) -> None:
+        if engine.epoch > self.warmup:
+            super().on_epoch_end(engine, logs)
+        else:
+            engine.state.setdefault("arch_loss", []).append(None)
+
+
 def hyperloss(table: dict[str, torch.Tensor], scale: float = 1.0
               ) -> Callable[[nn.Module, tuple], torch.Tensor]:
     """The architecture loss: cross-entropy plus λ times the expected parameter count divided
@@ -227,7 +250,7 @@ class DartsCC(Method):
                  complexity: Literal["params", "relative"] = "params",
                  pivots: Literal["learned", "fixed"] = "learned", lambda_classifier: bool = False,
                  lambda_sampling: Literal["uniform", "anchors"] = "uniform",
-                 lambda_jitter: float = 1.0,
+                 lambda_jitter: float = 1.0, warmup_epochs: int = 0,
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -238,6 +261,10 @@ class DartsCC(Method):
         positive_int("anchors", anchors, 2)
         positive_int("hidden", hidden)
         positive_int("random_baseline", random_baseline, 0)
+        positive_int("warmup_epochs", warmup_epochs, 0)
+        if warmup_epochs >= epochs:
+            raise ConfigError(f"darts_cc: warmup_epochs = {warmup_epochs}; expected fewer than "
+                              f"epochs = {epochs} (the architecture would never be trained)")
         if random_baseline == 1:
             raise ConfigError("darts_cc: random_baseline = 1; expected 0 (none) or >= 2 (the "
                               "i-th of N has a fraction i/(N-1) of parameter-free operations)")
@@ -289,6 +316,7 @@ class DartsCC(Method):
         self.random_baseline, self.plots = random_baseline, plots
         self.complexity, self.pivots = complexity, pivots
         self.lambda_sampling, self.lambda_jitter = lambda_sampling, float(lambda_jitter)
+        self.warmup_epochs = warmup_epochs
         if not isinstance(lambda_classifier, bool):
             raise ConfigError(f"darts_cc: lambda_classifier = {lambda_classifier!r}; expected "
                               "true or false")
@@ -344,7 +372,8 @@ class DartsCC(Method):
                               hyperloss(table, complexity_scale(table, self.complexity)),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),
-                     Bilevel(architect, (x[arch_idx], y[arch_idx]), self.batch_size)]
+                     WarmBilevel(architect, (x[arch_idx], y[arch_idx]), self.batch_size,
+                                 warmup=self.warmup_epochs)]
         config = TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
                              weight_decay=self.weight_decay, batch_size=self.batch_size,
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
@@ -375,7 +404,7 @@ class DartsCC(Method):
                 "search_seconds": result.seconds, "epochs": result.epochs_run,
                 "search_cpu_seconds_this_process": cpu,
                 "complexity": self.complexity, "lambda_sampling": self.lambda_sampling,
-                "lambda_jitter": self.lambda_jitter,
+                "lambda_jitter": self.lambda_jitter, "warmup_epochs": self.warmup_epochs,
                 "complexity_scale": complexity_scale(table, self.complexity),
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
@@ -389,7 +418,7 @@ class DartsCC(Method):
         else:
             state = loaded[1]
         optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale",
-                    "lambda_sampling", "lambda_jitter")
+                    "lambda_sampling", "lambda_jitter", "warmup_epochs")
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
             "search_seconds", "epochs", "order", "supernet_params", "arch_loss")
