@@ -10,7 +10,8 @@ the mean seconds one search takes in a worker, wall and CPU (strategy overhead, 
 included, plus table lookups; process start-up excluded; wall time grows with the machine's load,
 CPU time much less), and the mean best validation accuracy.
 
-Every strategy runs with its defaults (Optuna TPE with Optuna's defaults). The defaults of the
+Every strategy runs with its defaults (Optuna TPE with Optuna's defaults) unless ``--options``
+replaces some (``--options 'bananas:pool=mixed'``; recorded in the command line of the output). The defaults of the
 model-based strategies (``bananas``, ``predictor_evolution``) were chosen on the ``-val`` columns
 only (best validation accuracy found), never on a test column.
 
@@ -61,11 +62,41 @@ def timed_run(strategy: str, seed: int) -> dict:
     return r
 
 
+def tied_reports(values: list, reports: list) -> list[float]:
+    """Report values of every evaluated architecture whose search value equals the best one.
+
+    ``best_so_far`` keeps the first of equal search values (a deterministic rule that reads only
+    the search metric and the order of evaluation); the mean of this list is what a tie broken
+    uniformly at random would give on average, printed beside it so a tie cannot hide.
+    """
+    ok = [(v, r) for v, r in zip(values, reports) if v is not None and r is not None]
+    best = max(v for v, _ in ok)
+    return [float(r) for v, r in ok if v == best]
+
+
+def parse_options(text: str) -> dict[str, dict]:
+    """``'bananas:pool=local,parents=3;evolution:population_size=50'`` -> options per strategy
+    (values read as JSON where they parse, else kept as text)."""
+    out: dict[str, dict] = {}
+    for part in filter(None, text.split(";")):
+        name, _, rest = part.partition(":")
+        opts = out.setdefault(name, {})
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise SystemExit(f"--options: {item!r} in {part!r} is not key=value")
+            try:
+                opts[key] = json.loads(value)
+            except json.JSONDecodeError:
+                opts[key] = value
+    return out
+
+
 def run_column(table: str, search: str, report: str, strategies: list[str], seeds: int,
-               budget: int, workers: int) -> dict:
+               budget: int, workers: int, options: dict[str, dict] | None = None) -> dict:
     cfg = BenchConfig(space="nb201", evaluator=f"table:{table}", search_metric=search,
                       report_metric=report, strategies=strategies, seeds=seeds,
-                      budget=budget, workers=workers)
+                      budget=budget, workers=workers, strategy_options=options or {})
     bench.validate(cfg)
     runs: dict[str, list[dict]] = {s: [{} for _ in range(seeds)] for s in strategies}
     t0 = time.perf_counter()
@@ -77,14 +108,19 @@ def run_column(table: str, search: str, report: str, strategies: list[str], seed
             s, seed = futures[fut]
             r = fut.result()
             curve, rcurve = best_so_far(r["values"], r["reports"], "max")
+            tied = tied_reports(r["values"], r["reports"])
             runs[s][seed] = {"seed": seed, "best_val": curve[-1], "test_of_best_val": rcurve[-1],
+                             "test_ties_averaged": float(np.mean(tied)), "ties": len(tied),
                              "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
     wall = time.perf_counter() - t0
     test = {s: np.array([r["test_of_best_val"] for r in runs[s]]) for s in strategies}
     rows = []
     for s in strategies:
+        tied = np.array([r["test_ties_averaged"] for r in runs[s]])
         row = {"strategy": s, "test_mean": float(test[s].mean()),
                "test_sd": float(test[s].std(ddof=1)),
+               "test_ties_averaged_mean": float(tied.mean()),
+               "seeds_with_ties": int(sum(r["ties"] > 1 for r in runs[s])),
                "val_mean": float(np.mean([r["best_val"] for r in runs[s]])),
                "seconds_per_search": float(np.mean([r["seconds"] for r in runs[s]])),
                "cpu_seconds_per_search": float(np.mean([r["cpu_seconds"] for r in runs[s]]))}
@@ -104,12 +140,14 @@ def print_block(res: dict) -> None:
     print(f"\n{res['search']} -> {res['report']}: {res['seeds']} seeds x {res['budget']} "
           f"evaluations ({res['wall_seconds']:.0f} s wall on {res['workers']} workers)")
     print(f"{'strategy':<20} {'test of best-val':>16} {'vs random [95% CI]':>24} "
-          f"{'vs TPE [95% CI]':>24} {'s/search':>9} {'cpu s':>7} {'best val':>9}")
+          f"{'vs TPE [95% CI]':>24} {'s/search':>9} {'cpu s':>7} {'best val':>9} "
+          f"{'ties avg':>9} {'tied':>5}")
     for r in res["rows"]:
         print(f"{r['strategy']:<20} {r['test_mean']:>8.2f} ± {r['test_sd']:<5.2f} "
               f"{cell(r.get('vs_random')):>24} {cell(r.get('vs_tpe')):>24} "
               f"{r['seconds_per_search']:>9.2f} {r['cpu_seconds_per_search']:>7.2f} "
-              f"{r['val_mean']:>9.2f}", flush=True)
+              f"{r['val_mean']:>9.2f} {r['test_ties_averaged_mean']:>9.2f} "
+              f"{r['seeds_with_ties']:>5}", flush=True)
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -120,14 +158,19 @@ def markdown(results: list[dict], command: str) -> str:
                   f"{res['seeds']} seeds ({res['wall_seconds']:.0f} s wall, {res['workers']} "
                   "workers)", "",
                   "| strategy | test of best-val (mean ± sd) | vs random [95% CI] | vs TPE [95% CI] "
-                  "| s / search (wall) | CPU s / search | mean best val |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| s / search (wall) | CPU s / search | mean best val | test, ties averaged "
+                  "| seeds with a tie |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             lines.append(f"| {r['strategy']} | {r['test_mean']:.2f} ± {r['test_sd']:.2f} | "
                          f"{cell(r.get('vs_random'))} | {cell(r.get('vs_tpe'))} | "
                          f"{r['seconds_per_search']:.2f} | {r['cpu_seconds_per_search']:.2f} | "
-                         f"{r['val_mean']:.2f} |")
+                         f"{r['val_mean']:.2f} | {r['test_ties_averaged_mean']:.2f} | "
+                         f"{r['seeds_with_ties']} |")
         lines.append("")
+    lines += ["Test of best-val: the first evaluated of equal best validation scores (the bench's "
+              "rule). Ties averaged: the mean test accuracy of all evaluated cells that share the "
+              "best validation score (what a tie broken at random gives on average).", ""]
     return "\n".join(lines)
 
 
@@ -142,9 +185,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--columns", default="cifar100,imagenet")
+    ap.add_argument("--options", default="",
+                    help="options that replace defaults: 'strategy:key=value,...;strategy2:...'")
     ap.add_argument("--out", default=None, help="JSON file for every figure (and a .md beside)")
     args = ap.parse_args()
     strategies = args.strategies.split(",")
+    options = parse_options(args.options)
+    for name in options:
+        if name not in strategies:
+            raise SystemExit(f"--options names {name!r}, which is not in --strategies")
     budgets = [args.budget] if args.budget else [int(b) for b in args.budgets.split(",")]
     wanted = args.columns.split(",")
     out = Path(args.out) if args.out else None
@@ -157,7 +206,7 @@ def main() -> None:
             if search.split("-")[0] not in wanted:
                 continue
             res = run_column(args.table, search, report, strategies, args.seeds, budget,
-                             args.workers)
+                             args.workers, options)
             print_block(res)
             results.append(res)
             if out is not None:  # rewritten after every column: a long run keeps what finished

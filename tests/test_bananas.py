@@ -161,6 +161,47 @@ def test_acquisition_picks_the_argmax_of_a_stub_predictor(acquisition):
     assert str(asked) not in {str(a) for a in pool[:10]}
 
 
+@pytest.mark.parametrize("canonical", [True, False])
+def test_local_pool_asks_exactly_the_unasked_neighbours_of_the_best(canonical):
+    space = NB201Space()
+    s = make("bananas", 3, space, metric="score", pool="local", canonical=canonical, **FAST)
+    start = [space.sample(np.random.default_rng(100 + i)) for i in range(12)]
+    s.tell([Trial(i, a, TrialResult(metrics={"score": float(i)})) for i, a in enumerate(start)])
+    best, second = start[-1], start[-2]
+    key = space.canonical_key if canonical else str
+    told = {key(a) for a in start}
+    expected = set()
+    for a in space.neighbours(best):
+        if key(a) not in told:
+            expected.add(key(a))
+    assert 0 < len(expected) <= 24
+    s._model_ready = lambda: True
+    s.model = StubModel(lambda t: t.count("nor_conv_3x3") + len(t) % 5)
+    asked = []
+    for i in range(len(expected)):
+        arch = s.ask(1)[0]
+        asked.append(key(arch))
+        s.tell([Trial(12 + i, arch, TrialResult(metrics={"score": -1.0 - i}))])  # no new best
+    # every unasked neighbour of the best once (one per class with canonical), nothing else
+    assert len(asked) == len(set(asked)) and set(asked) == expected
+    # the best's neighbourhood is done: the next ask is an unasked neighbour of the second best
+    nxt = s.ask(1)[0]
+    assert key(nxt) not in told | expected
+    assert sum(x != y for x, y in zip(nxt.ops, second.ops)) == 1
+
+
+def test_local_pool_is_the_mixed_pool_on_a_space_without_neighbour_lists():
+    space = ToySpace()  # lists no neighbours: "local" has nothing of its own to offer
+    told = [Trial(i, space.sample(np.random.default_rng(i)), TrialResult(metrics={"score": float(i)}))
+            for i in range(10)]
+    pools = []
+    for pool in ("local", "mixed"):
+        s = make("bananas", 7, space, metric="score", pool=pool, **FAST)
+        s.tell(told)
+        pools.append([str(a) for a in s._pool()])
+    assert pools[0] == pools[1] and len(pools[0]) > 10
+
+
 def test_bananas_beats_random_on_the_structured_table(table):
     space = NB201Space()
     evaluate = lambda arch, i: table.evaluate(arch, None, None, seed=i)  # noqa: E731
@@ -174,18 +215,19 @@ def test_bananas_beats_random_on_the_structured_table(table):
     assert bananas > rand + 0.5, (bananas, rand)
 
 
-@pytest.mark.parametrize("name", ["bananas", "predictor_evolution"])
-def test_state_round_trip_continues_exactly_with_failures(name, table):
+@pytest.mark.parametrize("name, options", [("bananas", {}), ("bananas", {"pool": "local"}),
+                                           ("predictor_evolution", {})])
+def test_state_round_trip_continues_exactly_with_failures(name, options, table):
     space = NB201Space()
 
     def evaluate(arch, i):
         return TrialResult.failed("boom") if i % 7 == 3 else table.evaluate(arch, None, None, seed=i)
 
-    a = make(name, 5, space, **FAST)
+    a = make(name, 5, space, **FAST, **options)
     first = drive(a, evaluate, 17, batch=3)
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
-    b = registry.create("strategies", name, seed=999, **FAST)  # state loaded before setup
+    b = registry.create("strategies", name, seed=999, **FAST, **options)  # state before setup
     b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     b.setup(space, Objective("cifar10-val"), budget=100)
     rest_a = [str(t.arch) for t in drive(a, evaluate, 13, batch=2, start=17)]
@@ -213,6 +255,8 @@ def test_predictor_evolution_children_are_mutations_of_the_population():
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="acquisition='thompson'"):
         registry.create("strategies", "bananas", acquisition="thompson")
+    with pytest.raises(ConfigError, match="pool='near'"):
+        registry.create("strategies", "bananas", pool="near")
     with pytest.raises(ConfigError, match="retrain_every=0"):
         registry.create("strategies", "bananas", retrain_every=0)
     with pytest.raises(ConfigError, match="sample_size=9"):

@@ -5,7 +5,12 @@ samples; after that an ensemble of MLPs (``nasforge.predictors.batched``, path e
 default) is fitted on every successful trial so far and the next architecture is the best, by an
 acquisition function, of a pool of candidates: every neighbour (one edit away) of the ``parents``
 best architectures so far where the space lists neighbours, plus ``candidates`` random mutations
-of them (one or two edits), plus ``candidates // 4`` random samples. Acquisitions: ``its``
+of them (one or two edits), plus ``candidates // 4`` random samples (``pool="mixed"``, the
+default). ``pool="local"`` is predictor-guided local search: the pool is the unasked neighbours of
+the best architecture so far (of the next best when those are all asked, and so on down the
+ranking), so the search climbs from the incumbent as local search does (White et al., "Local
+search is state of the art for NAS benchmarks") but in the order the acquisition prefers; on a
+space that lists no neighbours it is the mixed pool. Acquisitions: ``its``
 (independent Thompson sampling, BANANAS's default: one draw from each candidate's normal
 N(mean, std) of the ensemble, the largest draw wins), ``ucb`` (mean + ``beta`` x std) and
 ``mean`` (pure exploitation). A batch ask takes the best ``n`` of one draw. The ensemble's
@@ -45,6 +50,7 @@ from ..predictors.batched import ENCODINGS, BatchedMLPEnsemble
 from ..registry import register
 
 ACQUISITIONS = ("its", "ucb", "mean")
+POOLS = ("mixed", "local")
 
 
 @contextlib.contextmanager
@@ -236,11 +242,15 @@ class Bananas(_ModelBased):
                  beta: float = 0.5, parents: int = 2, candidates: int = 100,
                  retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 100, lr: float = 0.01, encoding: str = "path",
-                 bootstrap: bool = True, canonical: bool = True, depth: int = 1):
+                 bootstrap: bool = True, canonical: bool = True, depth: int = 1,
+                 pool: str = "mixed"):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
                          bootstrap=bootstrap, canonical=canonical)
+        if pool not in POOLS:
+            raise ConfigError(f"{self.name}: pool={pool!r}; expected one of {', '.join(POOLS)}")
+        self.pool = pool
         self.parents = _check_int(self.name, "parents", parents, 1)
         self.candidates = _check_int(self.name, "candidates", candidates, 1)
         self.depth = _check_int(self.name, "depth", depth, 1)
@@ -248,11 +258,32 @@ class Bananas(_ModelBased):
             raise ConfigError(f"{self.name}: depth={depth}; expected 1 or 2")
         self._phase = "random"
 
-    def _pool(self) -> list[Architecture]:
-        space = self._require_space()
+    def _ranked(self) -> list[Architecture]:
+        """Successful architectures, best first (the earlier told first on equal scores)."""
         ok = self._ok()
-        order = sorted(range(len(ok)), key=lambda i: (-ok[i][1], i))  # best first, earlier on ties
-        top = [ok[i][0] for i in order[:self.parents]]
+        order = sorted(range(len(ok)), key=lambda i: (-ok[i][1], i))
+        return [ok[i][0] for i in order]
+
+    def _local_pool(self) -> list[Architecture]:
+        """The unasked one-edit neighbours of the best architecture that has any (going down
+        the ranking); empty when the space lists no neighbours or all are asked."""
+        space = self._require_space()
+        for arch in self._ranked():
+            listed = space.neighbours(arch)
+            if not listed:
+                return []
+            fresh = self._unseen(listed)
+            if fresh:
+                return fresh
+        return []
+
+    def _pool(self) -> list[Architecture]:
+        if self.pool == "local":
+            local = self._local_pool()
+            if local:
+                return local
+        space = self._require_space()
+        top = self._ranked()[:self.parents]
         pool: list[Architecture] = []
         for parent in top:
             listed = space.neighbours(parent)
