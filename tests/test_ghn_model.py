@@ -259,3 +259,40 @@ def test_gradient_reaches_ghn_through_a_functional_forward():
     assert ghn.op_embed.weight.grad.abs().sum() > 0
     assert ghn.gnn.gru.weight_hh.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())  # the module's own weights unused
+
+
+def test_cached_decoder_rows_give_the_same_numbers_and_follow_weight_changes():
+    """The no-grad decoder caches its weight slices; predictions must be bitwise those of the
+    uncached (differentiable) path, and an in-place weight change must not be missed."""
+    ghn = make("ghn2")
+    graphs = [hand_graph()]
+    with torch.no_grad():
+        cached = ghn.predict(graphs)[0]
+        again = ghn.predict(graphs)[0]  # second call: served from the cache
+    plain = ghn.predict(graphs)[0]  # gradients on: no cache
+    for k in plain:
+        assert torch.equal(cached[k], plain[k].detach()), k
+        assert torch.equal(again[k], plain[k].detach()), k
+    with torch.no_grad():
+        ghn.decoder.conv2.weight.mul_(2.0)  # like an optimizer step: in place
+        changed = ghn.predict(graphs)[0]
+    fresh = ghn.predict(graphs)[0]
+    assert not torch.equal(changed["c2.weight"], cached["c2.weight"])
+    for k in fresh:
+        assert torch.equal(changed[k], fresh[k].detach()), k
+
+
+def test_write_params_copies_exactly_and_names_missing_parameters():
+    from nasforge.errors import NasforgeError
+    from nasforge.ghn.model import write_params
+
+    model = SmallRes()
+    gen = torch.Generator().manual_seed(3)
+    params = {k: torch.randn(v.numel(), generator=gen, dtype=torch.float64)  # flat, other dtype
+              for k, v in model.named_parameters()}
+    write_params(model, params)
+    for k, p in model.named_parameters():
+        assert torch.equal(p.data, params[k].float().reshape(p.shape)), k
+    params.pop("fc.bias")
+    with pytest.raises(NasforgeError, match="fc.bias"):
+        write_params(model, params)

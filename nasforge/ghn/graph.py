@@ -865,13 +865,19 @@ _AG_CATEGORIES = (  # (substring of the grad_fn class name, category), first mat
 )
 
 
+_AG_BY_NAME: dict[str, str] = {}  # grad_fn class name -> category (the scan below, memoised)
+
+
+def _ag_base_category(name: str) -> str:
+    cat = _AG_BY_NAME.get(name)
+    if cat is None:
+        cat = next((c for sub, c in _AG_CATEGORIES if sub in name), "pass")
+        _AG_BY_NAME[name] = cat
+    return cat
+
+
 def _ag_category(fn: Any, hooked: tuple[str, nn.Module] | None) -> tuple[str, dict]:
-    name = type(fn).__name__
-    cat = "pass"
-    for sub, c in _AG_CATEGORIES:
-        if sub in name:
-            cat = c
-            break
+    cat = _ag_base_category(type(fn).__name__)
     if hooked is not None and isinstance(hooked[1], _NAMED_MODULES) and cat in (
             "max_pool", "avg_pool", "adaptive_avg", "mean"):
         return _module_category(hooked[1])[0], {}
@@ -903,13 +909,13 @@ def _autograd_raw(model: nn.Module, inputs: list[torch.Tensor],
                 return
             g = out.grad_fn  # 1-D pooling is 2-D pooling between an unsqueeze and a squeeze
             for _ in range(4):
-                if _ag_category(g, None)[0] != "pass":
+                if _ag_base_category(type(g).__name__) != "pass":
                     break
                 nxt = [f for f, _ in g.next_functions if f is not None]
                 if len(nxt) != 1:
                     break
                 g = nxt[0]
-            if _ag_category(g, None)[0] != "pass" and id(g) not in hooked:
+            if _ag_base_category(type(g).__name__) != "pass" and id(g) not in hooked:
                 hooked[id(g)] = (g, name, m)
         return fn
 

@@ -417,18 +417,42 @@ class Decoder(nn.Module):
         Only what is kept is computed: the rows of ``fc`` for those positions and of ``conv2``
         for those channels (the 1x1 convolutions act per position), the same numbers as
         slicing the full output, for a fraction of the cost."""
-        CO, CI, KH, KW = self.max_shape
+        CO, CI = self.max_shape[:2]
         co, ci = co or CO, ci or CI
+        w, b, w2, b2 = self._rows(kh, kw, co, ci)
+        x = F.relu(F.linear(h, w, b))
+        x = F.relu(self.conv1(x.view(h.shape[0], kh, kw, self.width)))
+        x = F.linear(x, w2, b2) * self.gain  # [P, kh, kw, co * ci]
+        return x.view(h.shape[0], kh, kw, co, ci).permute(0, 3, 4, 1, 2)
+
+    def _rows(self, kh: int, kw: int, co: int, ci: int) -> tuple[torch.Tensor, ...]:
+        """The kept rows of ``fc`` and ``conv2`` as contiguous matrices. Without gradients they
+        are cached by size (the same tensors the slicing gives, copied once instead of once per
+        call) until a weight changes in place (an optimizer step, ``load_state_dict``)."""
+        CO, CI, KH, KW = self.max_shape
+        params = (self.fc.weight, self.fc.bias, self.conv2.weight, self.conv2.bias)
+        use_cache = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
+        stamp = tuple((p.data_ptr(), p._version) for p in params)
+        key = (kh, kw, co, ci)
+        if use_cache:
+            if getattr(self, "_rows_stamp", None) != stamp:
+                self._rows_cache: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+                self._rows_stamp = stamp
+            hit = self._rows_cache.get(key)
+            if hit is not None:
+                return hit
         r, c = (KH - kh) // 2, (KW - kw) // 2
         w = self.fc.weight.view(self.width, KH, KW, -1)[:, r:r + kh, c:c + kw]
         b = self.fc.bias.view(self.width, KH, KW)[:, r:r + kh, c:c + kw]
-        x = F.relu(F.linear(h, w.permute(1, 2, 0, 3).reshape(kh * kw * self.width, -1),
-                            b.permute(1, 2, 0).reshape(-1)))
-        x = F.relu(self.conv1(x.view(h.shape[0], kh, kw, self.width)))
-        w2 = self.conv2.weight.view(CO, CI, -1)[:co, :ci].reshape(co * ci, -1)
-        b2 = self.conv2.bias.view(CO, CI)[:co, :ci].reshape(-1)
-        x = F.linear(x, w2, b2) * self.gain  # [P, kh, kw, co * ci]
-        return x.view(h.shape[0], kh, kw, co, ci).permute(0, 3, 4, 1, 2)
+        rows = (w.permute(1, 2, 0, 3).reshape(kh * kw * self.width, -1),
+                b.permute(1, 2, 0).reshape(-1),
+                self.conv2.weight.view(CO, CI, -1)[:co, :ci].reshape(co * ci, -1),
+                self.conv2.bias.view(CO, CI)[:co, :ci].reshape(-1))
+        if use_cache:
+            if len(self._rows_cache) >= 64:  # bounded: at most 64 sizes are kept
+                self._rows_cache.clear()
+            self._rows_cache[key] = tuple(t.detach() for t in rows)
+        return rows
 
     def one_d(self, h: torch.Tensor) -> torch.Tensor:
         """``[P, hid]`` -> ``[P, 2, co]``: row 0 weights, row 1 biases."""
@@ -689,9 +713,15 @@ def write_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
     if missing:
         raise NasforgeError(f"the graph gives no prediction for {len(missing)} parameter(s) of "
                             f"the model: {', '.join(missing[:5])}")
+    dst, src = [], []
+    for name, p in own.items():
+        v = params[name].detach()
+        if v.dtype != p.dtype:
+            v = v.to(p.dtype)
+        dst.append(p)
+        src.append(v if v.shape == p.shape else v.reshape(p.shape))
     with torch.no_grad():
-        for name, p in own.items():
-            p.copy_(params[name].detach().to(p.dtype).reshape(p.shape))
+        torch._foreach_copy_(dst, src)  # one call instead of one copy_ per parameter
 
 
 @torch.no_grad()
