@@ -103,8 +103,9 @@ def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, 
 
 
 def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any]:
-    options = {"epochs": args.epochs, "batch_size": args.batch, "random_baseline": random,
-               "tau_decay": 0.8 / args.epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
+    epochs = args.cc_epochs or args.epochs
+    options = {"epochs": epochs, "batch_size": args.batch, "random_baseline": random,
+               "tau_decay": 0.8 / epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
                "derive": args.derive, "lambda_min": args.lambda_min,
                "lambda_max": args.lambda_max, "complexity": args.complexity,
                "order": args.order, "pivots": args.pivots,
@@ -359,6 +360,8 @@ def main() -> None:
                         help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
     parser.add_argument("--lambda-jitter", type=float, default=1.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
+    parser.add_argument("--cc-epochs", type=int, default=None,
+                        help="DARTS-CC search epochs (default --epochs, which DARTS and GDAS use)")
     parser.add_argument("--warmup", type=int, default=0,
                         help="DARTS-CC search epochs that train the weights only")
     parser.add_argument("--reuse", type=Path, default=None,

@@ -444,3 +444,33 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
     assert meta.pop("search_cpu_seconds_this_process") > 0
     assert killed == meta
     assert rows(tmp_path / "killed") == full
+
+
+def test_benchmark_reuse_refuses_other_settings(tmp_path, capsys):
+    # benchmarks/darts_cc.py front --reuse takes random genotypes, DARTS and GDAS from an earlier
+    # front result only when made with the same sizes and training; else exit 2, one line
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_darts_cc", ROOT / "benchmarks" / "darts_cc.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = {"target": "front", "task": "digits", "C": 4, "epochs": 8, "train_epochs": 10,
+            "train_batch": 64, "random": 2, "derive": "argmax", "limit": 600, "batch": 32,
+            "arch_lr": 0.03}
+    entry = {"seed": 0, "random": [[2350, 0.86, 0.88], [4546, 0.91, 0.94]],
+             "darts": [[8190, 0.96, 0.94]], "gdas": [[7726, 0.97, 0.97]]}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"args": args, "per_seed": [entry]}))
+    ns = argparse.Namespace(**args, seeds=[0], skip=[])
+    assert bench.reusable(ns, earlier) == {0: entry}
+    for change, match in [({"limit": 300}, "limit = 600"), ({"seeds": [0, 1]}, "seed 1"),
+                          ({"target": "x"}, "")]:
+        path = earlier
+        if change.get("target"):
+            path = tmp_path / "missing.json"
+            match = "not a readable JSON"
+        with pytest.raises(SystemExit) as exit_info:
+            bench.reusable(argparse.Namespace(**{**vars(ns), **change}), path)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and match in err and len(err.strip().splitlines()) == 1
