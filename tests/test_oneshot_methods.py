@@ -100,13 +100,23 @@ def test_gumbel_model_computes_only_the_sampled_ops(tmp_path, digits):
     ctx = context(tmp_path, digits)
     model = Gdas(epochs=1).build(ctx)
     model.generator = torch.Generator().manual_seed(0)
-    calls = []
-    for cell in model.supernet.cells:
-        for edge in cell.edges:
-            for op in edge.ops:
-                op.register_forward_hook(lambda *a: calls.append(1))
+    weights = model.arch_weights()  # the sample the forward below draws again
+    assert all(int((w != 0).sum()) == 5 for w in weights.values())  # one op on each of 5 edges
+
+    def counts():  # batches counted by each operation's batch norms (the ops that ran)
+        return [[[sum(int(b) for n, b in op.named_buffers() if "num_batches" in n) for op in edge.ops]
+                 for edge in cell.edges] for cell in model.supernet.cells]
+
+    before = counts()
+    model.generator = torch.Generator().manual_seed(0)
     model(digits.train[0][:4]).sum().backward()
-    assert len(calls) == 3 * 5  # 3 cells x 5 edges, one operation each
+    after = counts()
+    for i, cell in enumerate(model.supernet.cells):
+        w = weights["reduce" if cell.reduction else "normal"]
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.ops):
+                has_norm = any("num_batches" in n for n, _ in op.named_buffers())
+                assert (after[i][e][k] != before[i][e][k]) == (bool(w[e, k] != 0) and has_norm)
     assert model.alphas.normal.grad.abs().sum() > 0  # straight-through gradient reaches α
 
 
