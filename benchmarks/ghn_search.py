@@ -70,9 +70,15 @@ def train_module(net: torch.nn.Module, train_eval, task, seed: int) -> dict:
             "val_curve": list(fitted.curves["val_acc"]), "train_status": "ok"}
 
 
-def ghn_module(ghn_path: str, net: torch.nn.Module, task, seed: int) -> dict:
-    """GHN score of a ready-made module, as the ``ghn`` evaluator computes it."""
-    from nasforge.evaluators.ghn import fill_with_ghn, load_ghn
+def ghn_module(ghn_path: str, net: torch.nn.Module, task, seed: int, bn_seeds: int = 1) -> dict:
+    """GHN score of a ready-made module, as the ``ghn`` evaluator computes it. With
+    ``bn_seeds`` > 1, instead of test accuracy: the scores under ``bn_seeds`` draws of the
+    batch-norm batches (the prediction itself is deterministic; only the statistics change),
+    each with validation accuracy and loss and the accuracy and loss on the first
+    ``TRAIN_SCORE`` training images (``ghn_scores``, one entry per draw)."""
+    from nasforge.core import derive_seed
+    from nasforge.evaluators.ghn import bn_batches_of, fill_with_ghn, load_ghn
+    from nasforge.ghn.model import estimate_bn_stats
     from nasforge.training import TrainConfig, evaluate_metrics
 
     try:
@@ -80,9 +86,26 @@ def ghn_module(ghn_path: str, net: torch.nn.Module, task, seed: int) -> dict:
     except Exception as exc:
         return {"ghn_val_acc": None, "ghn_status": f"failed: {exc}"}
     net.eval()
-    return {"ghn_val_acc": evaluate_metrics(net, task.val, TrainConfig())["acc"],
-            "ghn_test_acc": evaluate_metrics(net, task.test, TrainConfig())["acc"],
-            "predict_seconds": secs, "ghn_status": "ok"}
+    val = evaluate_metrics(net, task.val, TrainConfig())
+    out = {"ghn_val_acc": val["acc"], "ghn_val_loss": val["loss"], "predict_seconds": secs,
+           "ghn_status": "ok"}
+    if bn_seeds <= 1:
+        out["ghn_test_acc"] = evaluate_metrics(net, task.test, TrainConfig())["acc"]
+        return out
+    part = (task.train[0][:TRAIN_SCORE], task.train[1][:TRAIN_SCORE])
+    scores = []
+    for k in range(bn_seeds):
+        if k > 0:
+            estimate_bn_stats(net, bn_batches_of(task, 4, 64, derive_seed(seed, 0xB5, k)))
+            net.eval()
+            val = evaluate_metrics(net, task.val, TrainConfig())
+        tr = evaluate_metrics(net, part, TrainConfig())
+        scores.append({"val_acc": val["acc"], "val_loss": val["loss"], "train_acc": tr["acc"],
+                       "train_loss": tr["loss"]})
+    return {**out, "ghn_scores": scores}
+
+
+TRAIN_SCORE = 540  # training images also scored with --bn-seeds (3 x the validation split)
 
 
 def main() -> None:
@@ -108,6 +131,9 @@ def main() -> None:
     ap.add_argument("--part", default="0/1", help="K/N: with --train-only, train only the "
                     "architectures i with i %% N == K (run N processes with their own --out, then "
                     "merge the files' rows)")
+    ap.add_argument("--bn-seeds", type=int, default=1, help="generator source: also score each "
+                    "network under this many draws of the batch-norm batches, with validation and "
+                    "training-image accuracy and loss (for benchmarks/ghn_search_sets.py)")
     ap.add_argument("--report", action="store_true", help="only summarise the architectures "
                     "already in --out (e.g. of an interrupted run)")
     args = ap.parse_args()
@@ -161,12 +187,14 @@ def main() -> None:
     if not args.train_only:
         st = Path(args.ghn).stat()
         ghn_id = f"{Path(args.ghn).resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        if args.bn_seeds > 1:
+            ghn_id += f":bn_seeds={args.bn_seeds}"
     train_eval = registry.create("evaluators", "train", epochs=args.epochs)
     out = Path(args.out)
     rows: dict[str, dict] = {}
     same = {k: v for k, v in vars(args).items()
             if k not in ("report", "threads", "train_only", "ghn", "ghn_epochs", "ghn_archs",
-                                                        "part")}
+                                                        "part", "bn_seeds")}
     if args.source == "chain":
         same.pop("source")  # files written before --source existed stay valid
     else:
@@ -202,7 +230,7 @@ def main() -> None:
                         "params": t.cost.get("params"), "val_curve": t.curves.get("val_acc"),
                         "train_status": t.status})
         if not done_ghn and gen is not None:
-            row.update(ghn_module(args.ghn, gen.build(descs[key]), task, seed))
+            row.update(ghn_module(args.ghn, gen.build(descs[key]), task, seed, args.bn_seeds))
             row["ghn_file"] = ghn_id
         elif not done_ghn:
             g = ghn_eval.evaluate(arch, space, task, seed=seed)
