@@ -22,12 +22,20 @@ genotype with at most as many parameters has a higher validation accuracy.
 Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, chosen on
 validation data, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8 operations, the full
 training split, search batch 64, first-order architecture steps, the complexity term relative to
-the cells' largest parameter count (``complexity: relative``) with λ in [1e-2, 1e2],
-architecture learning rate 0.03, fixed pivots of α(λ̃), 8 search epochs, Gumbel temperature
-1 → 0.2 over the search; each genotype trained from scratch as the ``train`` evaluator's defaults
-(Adam 3e-3, batch 64, 20 epochs, cosine), scored on the validation split.
+the cells' largest parameter count (``complexity: relative``) with λ in [1e-2, 3e1], λ̃ drawn at
+an anchor of α(λ̃) plus jitter (``--lambda-sampling anchors --lambda-jitter 1``), architecture
+learning rate 0.03, fixed pivots of α(λ̃), 10 search epochs of which 3 warm-up epochs train the
+weights only (``--cc-epochs 10 --warmup 3``; DARTS and GDAS in ``front`` search ``--epochs``, 8),
+Gumbel temperature 1 → 0.28 over the search; each genotype trained from scratch as the
+``train`` evaluator's defaults (Adam 3e-3, batch 64, 20 epochs, cosine), scored on the
+validation split. Results made before these defaults (files without ``lambda_sampling`` in
+their ``args``) ran ``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``.
 ``--reference`` switches the DARTS-CC options back to the reference's (raw parameter count,
-λ in [1e-8, 1e-4], arch lr 1e-3, second order, learned pivots).
+λ in [1e-8, 1e-4], arch lr 1e-3, second order, learned pivots, uniform λ̃, no warm-up).
+
+``front --reuse FILE`` takes each seed's random genotypes, DARTS and GDAS results from an
+earlier ``front`` result instead of training them again (they do not depend on DARTS-CC's
+options); it refuses (exit 2) a file made with another task, sizes, search length or training.
 
 Raw results go to ``--out`` (default ``benchmarks/results/darts_cc_<target>_<task>.json``,
 written after every seed; an existing file is never overwritten: exit 2), plots to the folder
@@ -355,14 +363,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="cap the training split")
     parser.add_argument("--batch", type=int, default=64, help="search batch size")
     parser.add_argument("--lambda-min", type=float, default=1e-2)
-    parser.add_argument("--lambda-max", type=float, default=1e2)
-    parser.add_argument("--lambda-sampling", default="uniform", choices=("uniform", "anchors"),
+    parser.add_argument("--lambda-max", type=float, default=3e1)
+    parser.add_argument("--lambda-sampling", default="anchors", choices=("uniform", "anchors"),
                         help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
     parser.add_argument("--lambda-jitter", type=float, default=1.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
-    parser.add_argument("--cc-epochs", type=int, default=None,
-                        help="DARTS-CC search epochs (default --epochs, which DARTS and GDAS use)")
-    parser.add_argument("--warmup", type=int, default=0,
+    parser.add_argument("--cc-epochs", type=int, default=10,
+                        help="DARTS-CC search epochs (0: --epochs, which DARTS and GDAS use)")
+    parser.add_argument("--warmup", type=int, default=3,
                         help="DARTS-CC search epochs that train the weights only")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="front: take the random genotypes, DARTS and GDAS of each seed "

@@ -249,8 +249,10 @@ def test_options_are_checked():
 
     cpu = load_config(ROOT / "configs" / "darts_cc_digits_cpu.yaml")
     preset = registry.create("methods", "darts_cc", **cpu.method_options)
-    assert (preset.complexity, preset.lambda_min, preset.lambda_max, preset.pivots) \
-        == ("relative", 1e-2, 1e2, "fixed")
+    assert (preset.complexity, preset.lambda_min, preset.lambda_max, preset.pivots,
+            preset.lambda_sampling, preset.warmup_epochs) \
+        == ("relative", 1e-2, 30.0, "fixed", "anchors", 3)
+    assert (ref.lambda_sampling, ref.warmup_epochs) == ("uniform", 0)
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)
 
 
