@@ -421,9 +421,10 @@ def _role(mods: Mapping[str, nn.Module], qualname: str, shape: Sequence[int], ra
           opname: str) -> tuple[str, str]:
     """``(op, kind)`` of one parameter consumed by ``raw``; ``op`` may be ``pos_enc_source``."""
     module_name, attr, m = _owner(mods, qualname)
-    where = f"parameter {qualname!r} (shape {tuple(shape)}) of {type(m).__name__} {module_name or '(root)'!r}"
+    def where() -> str:  # only formatted for an error message
+        return f"parameter {qualname!r} (shape {tuple(shape)}) of {type(m).__name__} {module_name or '(root)'!r}"
     if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-        raise ArchitectureError(f"ghn graph: cannot represent {where}: transposed convolutions are "
+        raise ArchitectureError(f"ghn graph: cannot represent {where()}: transposed convolutions are "
                                 "not among the operations a graph hypernetwork predicts")
     if isinstance(m, _CONV_TYPES):
         if attr == "weight":
@@ -438,7 +439,7 @@ def _role(mods: Mapping[str, nn.Module], qualname: str, shape: Sequence[int], ra
             return "linear", "weight"
         if attr == "in_proj_bias":
             return "bias", "bias"
-        raise ArchitectureError(f"ghn graph: cannot represent {where} (bias_k / bias_v of "
+        raise ArchitectureError(f"ghn graph: cannot represent {where()} (bias_k / bias_v of "
                                 "nn.MultiheadAttention are not supported)")
     elif isinstance(m, _NORM_BN) or isinstance(m, _NORM_LN):
         op = "bn" if isinstance(m, _NORM_BN) else "ln"
@@ -446,7 +447,7 @@ def _role(mods: Mapping[str, nn.Module], qualname: str, shape: Sequence[int], ra
             return op, "norm_" + attr
     elif _is_free_owner(m) and (type(m).__module__ or "").startswith("torch.nn") \
             and any(True for _ in m.parameters(recurse=False)):
-        raise ArchitectureError(f"ghn graph: cannot represent {where}: {type(m).__name__} is not "
+        raise ArchitectureError(f"ghn graph: cannot represent {where()}: {type(m).__name__} is not "
                                 "an operation a graph hypernetwork predicts (supported layers: conv, "
                                 "linear, batch/layer/group norm, multi-head attention, free tensors "
                                 "added, concatenated or multiplied)")
@@ -467,7 +468,7 @@ def _role(mods: Mapping[str, nn.Module], qualname: str, shape: Sequence[int], ra
         return "bn", "norm_weight"
     if cat in ("bn", "ln"):
         return cat, "norm_weight" if position == 0 else "norm_bias"
-    raise ArchitectureError(f"ghn graph: cannot represent {where}: it is used by operation "
+    raise ArchitectureError(f"ghn graph: cannot represent {where()}: it is used by operation "
                             f"{opname!r}, which has no graph node type (free parameters may be "
                             "added, concatenated, multiplied, or used as conv / linear weights)")
 
@@ -614,7 +615,7 @@ def _conv_attrs(m: nn.Module, r: _Raw) -> dict[str, Any]:
 
 
 def _ref(params: Mapping[str, torch.Tensor], name: str, kind: str) -> ParamRef:
-    return ParamRef(name, tuple(int(v) for v in params[name].shape), kind)
+    return ParamRef(name, tuple(params[name].shape), kind)  # torch.Size holds ints
 
 
 def _lower_mha(mods: Mapping[str, nn.Module], r: _Raw, ins: list[int], add: Any,
