@@ -63,11 +63,13 @@ def timed_run(strategy: str, seed: int) -> dict:
 
 
 def tied_reports(values: list, reports: list) -> list[float]:
-    """Report values of every evaluated architecture whose search value equals the best one.
+    """Report values of every evaluation whose search value equals the best one.
 
     ``best_so_far`` keeps the first of equal search values (a deterministic rule that reads only
-    the search metric and the order of evaluation); the mean of this list is what a tie broken
-    uniformly at random would give on average, printed beside it so a tie cannot hide.
+    the search metric and the order of evaluation); the mean of this list is what picking one of
+    those evaluations uniformly at random gives on average, printed beside it so a tie cannot
+    hide. A cell evaluated twice (Optuna's TPE repeats cells) counts twice; strategies that never
+    repeat a cell (``bananas``, ``predictor_evolution``, ``local``) list distinct cells.
     """
     ok = [(v, r) for v, r in zip(values, reports) if v is not None and r is not None]
     best = max(v for v, _ in ok)
@@ -169,8 +171,10 @@ def markdown(results: list[dict], command: str) -> str:
                          f"{r['seeds_with_ties']} |")
         lines.append("")
     lines += ["Test of best-val: the first evaluated of equal best validation scores (the bench's "
-              "rule). Ties averaged: the mean test accuracy of all evaluated cells that share the "
-              "best validation score (what a tie broken at random gives on average).", ""]
+              "rule). Ties averaged: the mean test accuracy over all evaluations that reached the "
+              "best validation score (what a tie broken at random gives on average; a cell "
+              "evaluated twice counts twice). Seeds with a tie: seeds where more than one "
+              "evaluation reached it.", ""]
     return "\n".join(lines)
 
 
