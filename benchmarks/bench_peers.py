@@ -95,47 +95,116 @@ def parse_options(text: str) -> dict[str, dict]:
 
 
 def run_column(table: str, search: str, report: str, strategies: list[str], seeds: int,
-               budget: int, workers: int, options: dict[str, dict] | None = None) -> dict:
+               budget: int, workers: int, options: dict[str, dict] | None = None,
+               first_seed: int = 0) -> dict:
     cfg = BenchConfig(space="nb201", evaluator=f"table:{table}", search_metric=search,
                       report_metric=report, strategies=strategies, seeds=seeds,
-                      budget=budget, workers=workers, strategy_options=options or {})
+                      budget=budget, workers=workers, strategy_options=options or {},
+                      first_seed=first_seed)
     bench.validate(cfg)
     runs: dict[str, list[dict]] = {s: [{} for _ in range(seeds)] for s in strategies}
     t0 = time.perf_counter()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                 initializer=bench._init, initargs=(cfg,)) as pool:
         futures = {pool.submit(timed_run, s, seed): (s, seed)
-                   for seed in range(seeds) for s in strategies}
+                   for seed in range(first_seed, first_seed + seeds) for s in strategies}
         for fut in cf.as_completed(futures):
             s, seed = futures[fut]
             r = fut.result()
             curve, rcurve = best_so_far(r["values"], r["reports"], "max")
             tied = tied_reports(r["values"], r["reports"])
-            runs[s][seed] = {"seed": seed, "best_val": curve[-1], "test_of_best_val": rcurve[-1],
+            runs[s][seed - first_seed] = {"seed": seed, "best_val": curve[-1], "test_of_best_val": rcurve[-1],
                              "test_ties_averaged": float(np.mean(tied)), "ties": len(tied),
                              "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
     wall = time.perf_counter() - t0
-    test = {s: np.array([r["test_of_best_val"] for r in runs[s]]) for s in strategies}
+    rows = summarise_runs(runs, strategies)
+    return {"search": search, "report": report, "budget": budget, "seeds": seeds,
+            "first_seed": first_seed,
+            "workers": workers, "wall_seconds": wall, "rows": rows, "runs": runs}
+
+
+def summarise_runs(runs: dict[str, list[dict]], strategies: list[str]) -> list[dict]:
+    """One row per strategy: mean ± sd, paired margins over random and TPE (on the seeds both
+    ran), ties averaged (NaN where a run predates that field), times."""
+    def by_seed(s: str) -> dict[int, dict]:
+        return {r["seed"]: r for r in runs[s]}
+
     rows = []
     for s in strategies:
-        tied = np.array([r["test_ties_averaged"] for r in runs[s]])
-        row = {"strategy": s, "test_mean": float(test[s].mean()),
-               "test_sd": float(test[s].std(ddof=1)),
-               "test_ties_averaged_mean": float(tied.mean()),
-               "seeds_with_ties": int(sum(r["ties"] > 1 for r in runs[s])),
-               "val_mean": float(np.mean([r["best_val"] for r in runs[s]])),
-               "seconds_per_search": float(np.mean([r["seconds"] for r in runs[s]])),
-               "cpu_seconds_per_search": float(np.mean([r["cpu_seconds"] for r in runs[s]]))}
+        mine = by_seed(s)
+        test = np.array([r["test_of_best_val"] for r in mine.values()])
+        tied = [r.get("test_ties_averaged", math.nan) for r in mine.values()]
+        row = {"strategy": s, "seeds": len(mine), "test_mean": float(test.mean()),
+               "test_sd": float(test.std(ddof=1)),
+               "test_ties_averaged_mean": float(np.mean(tied)),
+               "seeds_with_ties": (int(sum(r["ties"] > 1 for r in mine.values()))
+                                   if all("ties" in r for r in mine.values()) else None),
+               "val_mean": float(np.mean([r["best_val"] for r in mine.values()])),
+               "seconds_per_search": float(np.mean([r["seconds"] for r in mine.values()])),
+               "cpu_seconds_per_search": float(np.mean([r["cpu_seconds"]
+                                                        for r in mine.values()]))}
         for base, key in (("random", "vs_random"), ("optuna", "vs_tpe")):
-            if base in test and base != s:
-                row[key] = list(interval(test[s] - test[base]))
+            if base in runs and base != s:
+                theirs = by_seed(base)
+                common = sorted(set(mine) & set(theirs))
+                diff = np.array([mine[k]["test_of_best_val"] - theirs[k]["test_of_best_val"]
+                                 for k in common])
+                row[key] = list(interval(diff))
         rows.append(row)
-    return {"search": search, "report": report, "budget": budget, "seeds": seeds,
-            "workers": workers, "wall_seconds": wall, "rows": rows, "runs": runs}
+    return rows
+
+
+def merge(files: list[str], columns: list[str], budgets: list[int] | None) -> list[dict]:
+    """The searches of several result files (same script, other seeds or strategies) as one
+    result per column and budget; a (strategy, seed) in two files must agree."""
+    merged: dict[tuple[str, int], dict] = {}
+    for f in files:
+        for res in json.loads(Path(f).read_text())["results"]:
+            if res["search"].split("-")[0] not in columns or (budgets and res["budget"]
+                                                               not in budgets):
+                continue
+            key = (res["search"], res["budget"])
+            into = merged.setdefault(key, {"search": res["search"], "report": res["report"],
+                                           "budget": res["budget"], "workers": res["workers"],
+                                           "wall_seconds": 0.0, "runs": {}, "files": []})
+            into["wall_seconds"] += res["wall_seconds"]
+            into["files"].append(f)
+            for s, rs in res["runs"].items():
+                have = into["runs"].setdefault(s, {})
+                for r in rs:
+                    old = have.get(r["seed"])
+                    if old is not None and old["test_of_best_val"] != r["test_of_best_val"]:
+                        raise SystemExit(f"{f}: {s} seed {r['seed']} disagrees with an earlier "
+                                         "file; not merged")
+                    have[r["seed"]] = r
+    out = []
+    for res in merged.values():
+        runs = {s: [rs[k] for k in sorted(rs)] for s, rs in res["runs"].items()}
+        strategies = [s for s in STRATEGIES if s in runs] + [s for s in runs
+                                                             if s not in STRATEGIES]
+        res["runs"] = runs
+        res["seeds"] = max(len(v) for v in runs.values())
+        res["rows"] = summarise_runs(runs, strategies)
+        out.append(res)
+    return out
 
 
 def cell(v: list[float] | None) -> str:
     return "" if v is None else f"{v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]"
+
+
+def label(row: dict, res: dict) -> str:
+    """The strategy's name, with its number of seeds where it ran fewer than the block."""
+    n = row.get("seeds", res["seeds"])
+    return row["strategy"] if n == res["seeds"] else f"{row['strategy']} ({n} seeds)"
+
+
+def tie_count(row: dict) -> str:
+    return "n/a" if row["seeds_with_ties"] is None else str(row["seeds_with_ties"])
+
+
+def num(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.2f}"
 
 
 def print_block(res: dict) -> None:
@@ -145,11 +214,11 @@ def print_block(res: dict) -> None:
           f"{'vs TPE [95% CI]':>24} {'s/search':>9} {'cpu s':>7} {'best val':>9} "
           f"{'ties avg':>9} {'tied':>5}")
     for r in res["rows"]:
-        print(f"{r['strategy']:<20} {r['test_mean']:>8.2f} ± {r['test_sd']:<5.2f} "
+        print(f"{label(r, res):<20} {r['test_mean']:>8.2f} ± {r['test_sd']:<5.2f} "
               f"{cell(r.get('vs_random')):>24} {cell(r.get('vs_tpe')):>24} "
               f"{r['seconds_per_search']:>9.2f} {r['cpu_seconds_per_search']:>7.2f} "
-              f"{r['val_mean']:>9.2f} {r['test_ties_averaged_mean']:>9.2f} "
-              f"{r['seeds_with_ties']:>5}", flush=True)
+              f"{r['val_mean']:>9.2f} {num(r['test_ties_averaged_mean']):>9} "
+              f"{tie_count(r):>5}", flush=True)
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -164,11 +233,11 @@ def markdown(results: list[dict], command: str) -> str:
                   "| seeds with a tie |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
-            lines.append(f"| {r['strategy']} | {r['test_mean']:.2f} ± {r['test_sd']:.2f} | "
+            lines.append(f"| {label(r, res)} | {r['test_mean']:.2f} ± {r['test_sd']:.2f} | "
                          f"{cell(r.get('vs_random'))} | {cell(r.get('vs_tpe'))} | "
                          f"{r['seconds_per_search']:.2f} | {r['cpu_seconds_per_search']:.2f} | "
-                         f"{r['val_mean']:.2f} | {r['test_ties_averaged_mean']:.2f} | "
-                         f"{r['seeds_with_ties']} |")
+                         f"{r['val_mean']:.2f} | {num(r['test_ties_averaged_mean'])} | "
+                         f"{tie_count(r)} |")
         lines.append("")
     lines += ["Test of best-val: the first evaluated of equal best validation scores (the bench's "
               "rule). Ties averaged: the mean test accuracy over all evaluations that reached the "
@@ -184,6 +253,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default="../shared/data/nb201_dev.csv")
     ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (to extend an earlier run)")
     ap.add_argument("--budgets", default="100", help="comma-separated evaluation budgets")
     ap.add_argument("--budget", type=int, default=None, help="one budget (same as --budgets N)")
     ap.add_argument("--workers", type=int, default=2)
@@ -192,6 +263,9 @@ def main() -> None:
     ap.add_argument("--options", default="",
                     help="options that replace defaults: 'strategy:key=value,...;strategy2:...'")
     ap.add_argument("--out", default=None, help="JSON file for every figure (and a .md beside)")
+    ap.add_argument("--merge", default="",
+                    help="comma-separated result files of this script to combine (other seeds "
+                         "or strategies of the same columns and budgets) instead of running")
     args = ap.parse_args()
     strategies = args.strategies.split(",")
     options = parse_options(args.options)
@@ -205,12 +279,22 @@ def main() -> None:
         raise SystemExit(f"{out} (or its .md) already exists; choose another --out")
     results = []
     command = "python benchmarks/bench_peers.py " + " ".join(sys.argv[1:])
+    if args.merge:
+        if out is None:
+            raise SystemExit("--merge needs --out")
+        results = merge(args.merge.split(","), wanted, budgets)
+        for res in results:
+            print_block(res)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"command": command, "results": results}, indent=1))
+        out.with_suffix(".md").write_text(markdown(results, command))
+        return
     for budget in budgets:
         for search, report in COLUMNS:
             if search.split("-")[0] not in wanted:
                 continue
             res = run_column(args.table, search, report, strategies, args.seeds, budget,
-                             args.workers, options)
+                             args.workers, options, args.first_seed)
             print_block(res)
             results.append(res)
             if out is not None:  # rewritten after every column: a long run keeps what finished
