@@ -94,6 +94,17 @@ def ranks(score: np.ndarray, tie: np.ndarray) -> np.ndarray:
     return rank
 
 
+def dense_score(score: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """A score ordering networks as the rule does (higher score, then lower tie-break), equal
+    for networks the rule cannot tell apart: what Kendall's tau is computed on."""
+    order = np.lexsort((tie, -score))
+    pairs = np.stack([score[order], tie[order]], 1)
+    new = np.r_[True, np.any(pairs[1:] != pairs[:-1], axis=1)]
+    out = np.empty(len(score))
+    out[order] = -np.cumsum(new)
+    return out
+
+
 def gaps(val: np.ndarray, test: np.ndarray, rank: np.ndarray, members: np.ndarray, k: int
          ) -> tuple[float, float]:
     """(gap on validation, gap on test) of the guided search on the set ``members``, whose
@@ -134,7 +145,7 @@ def main() -> None:
             rand = np.mean([s["val"].max() - s["val"][rng.choice(s["n"], k, replace=False)].max()
                             for _ in range(2000)])
             tag = " (dev)" if s["seed"] == args.dev else " (held out)"
-            print(f"{rule:28s} {s['seed']:4d} {kendall(score, s['val']):6.3f} "
+            print(f"{rule:28s} {s['seed']:4d} {kendall(dense_score(score, tie), s['val']):6.3f} "
                   f"{gv:8.2f} {gt:9.2f} {rand:17.2f}{tag}")
     # pooled random sets of --size networks
     val = np.concatenate([s["val"] for s in sets])
