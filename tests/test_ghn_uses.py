@@ -170,3 +170,45 @@ def test_property_prediction_and_targets(digits, ghn_path):
             for a in ("[C(8,3,1,1,1), SM(10)]", "[C(16,1,1,0,1), P(2,2,0,0), SM(10)]")]
     emb = graph_embeddings(load_ghn(ghn_path), nets, (1, 8, 8))
     assert emb.shape == (2, 16) and not np.allclose(emb[0], emb[1])
+
+
+def test_ghn_evaluator_steadier_score_on_validation_and_training_images(digits, ghn_path):
+    from nasforge.evaluators.ghn import fill_with_ghn, load_ghn
+    from nasforge.evaluators.train import build_network
+    from nasforge.training import TrainConfig, evaluate_metrics
+
+    space = ChainSpace(input_shape=(1, 8, 8), features=(8, 16), kernels=(1, 3), max_conv=3,
+                       batch_norm=True)
+    arch = space.parse("[C(16,3,1,1,1), C(8,1,1,0,1), SM(10)]")
+    plain = registry.create("evaluators", "ghn", ghn=ghn_path).evaluate(arch, space, digits, seed=3)
+    one = registry.create("evaluators", "ghn", ghn=ghn_path, train_images=50).evaluate(
+        arch, space, digits, seed=3)
+    two = registry.create("evaluators", "ghn", ghn=ghn_path, bn_draws=2, train_images=50).evaluate(
+        arch, space, digits, seed=3)
+    assert "score" not in plain.metrics and one.status == two.status == "ok"
+    for r in (one, two):  # draw 0 is the plain evaluation
+        assert {k: r.metrics[k] for k in plain.metrics} == plain.metrics
+    net = build_network(space, arch, digits, seed=3)  # the same by hand: 180 val + 50 train images
+    fill_with_ghn(load_ghn(ghn_path), net, digits, seed=3)
+    net.eval()
+    tr = evaluate_metrics(net, (digits.train[0][:50], digits.train[1][:50]), TrainConfig())
+    n_val = len(digits.val[0])
+    assert one.metrics["score"] == pytest.approx((n_val * plain.metrics["val_acc"] + 50 * tr["acc"])
+                                                 / (n_val + 50))
+    assert two.metrics["score_loss"] != one.metrics["score_loss"]  # a second BN draw counts
+    with pytest.raises(ConfigError, match="bn_draws = 0"):
+        registry.create("evaluators", "ghn", ghn=ghn_path, bn_draws=0)
+
+
+def test_ghn_search_ranks_by_the_steadier_score(digits, ghn_path):
+    evaluator = CountingEvaluator()
+    ctx = MethodContext(task=digits, space=_space(), evaluator=evaluator,
+                        objective=Objective("val_acc"), seed=2, store=Store(), budget=Budget(trials=1))
+    method = registry.create("methods", "ghn_search", ghn=ghn_path, candidates=8, top_k=2,
+                             bn_draws=2, train_images=40)
+    trials = run_method(method, ctx)
+    rank = [t for t in trials if t.info.get("phase") == "rank" and t.status == "ok"]
+    train = [t for t in trials if t.info.get("phase") == "train"]
+    keys = sorted((-t.metrics["ghn_score"], t.metrics["ghn_score_loss"], t.result.cost["params"], t.id)
+                  for t in rank)
+    assert [t.info["ghn_trial"] for t in train] == [k[3] for k in keys[:2]]

@@ -7,7 +7,8 @@ train only the best few (GHN-2's use for architecture search, Knyazev et al. 202
    "rank"}`` and metrics named ``ghn_val_acc``, ``ghn_test_acc``, ... (so they never compete
    with trained accuracy for the run's best trial).
 2. **Train**: the ``top_k`` candidates with the highest ``ghn_val_acc`` (ties: fewer parameters,
-   then the earlier trial) are evaluated with the run's evaluator (e.g. ``train``), each a trial
+   then the earlier trial; with ``bn_draws`` > 1 or ``train_images`` > 0, passed to the ``ghn``
+   evaluator: the highest ``ghn_score``, ties by lower ``ghn_score_loss``) are evaluated with the run's evaluator (e.g. ``train``), each a trial
    with ``info`` ``{"phase": "train", "ghn_trial": id, "ghn_rank": r}``. The run's best trial is
    the best of these; the store's metadata ``ghn_search`` names it (``selected_trial``).
 
@@ -35,7 +36,7 @@ class GhnSearch(Method):
     name = "ghn_search"
 
     def __init__(self, ghn: str = "", candidates: int = 200, top_k: int = 10, bn_batches: int = 4,
-                 batch_size: int = 64):
+                 batch_size: int = 64, bn_draws: int = 1, train_images: int = 0):
         if not ghn:
             raise ConfigError("ghn_search: option ghn (the path of a GHN file) is required, e.g. "
                               "-o method.ghn=runs/ghn/ghn.pt")
@@ -47,7 +48,9 @@ class GhnSearch(Method):
         self.ghn, self.candidates, self.top_k = str(ghn), candidates, top_k
         self.bn_batches, self.batch_size = bn_batches, batch_size
         self._ranker = GhnEvaluator(ghn=self.ghn, bn_batches=bn_batches, batch_size=batch_size,
-                                    metric_prefix="ghn_")
+                                    metric_prefix="ghn_", bn_draws=bn_draws,
+                                    train_images=train_images)
+        self.bn_draws, self.train_images = bn_draws, train_images
 
     def sample(self, ctx: MethodContext) -> list[Any]:
         """``candidates`` distinct architectures (by text) from a generator seeded by the run."""
@@ -84,7 +87,11 @@ class GhnSearch(Method):
         ranked = ctx.evaluate([(first + i, a, {"method": self.name, "phase": "rank"})
                                for i, a in enumerate(archs)], evaluator=self._ranker)
         ok = [t for t in ranked if t.result.status == "ok" and "ghn_val_acc" in t.result.metrics]
-        ok.sort(key=lambda t: (-t.result.metrics["ghn_val_acc"], t.result.cost.get("params", 0.0), t.id))
+        if self._ranker._scored():  # the steadier score, ties by its loss
+            ok.sort(key=lambda t: (-t.result.metrics["ghn_score"], t.result.metrics["ghn_score_loss"],
+                                   t.result.cost.get("params", 0.0), t.id))
+        else:
+            ok.sort(key=lambda t: (-t.result.metrics["ghn_val_acc"], t.result.cost.get("params", 0.0), t.id))
         top = ok[:self.top_k]
         second = first + len(archs)
         trained = ctx.evaluate([(second + r, t.arch, {"method": self.name, "phase": "train",
