@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 
 import numpy as np
 import torch
+
+# benchmarks/ is on sys.path when run as a script
+from tune_model_based import parse_config
 
 
 def main() -> None:
@@ -40,16 +42,7 @@ def main() -> None:
     with open(args.table) as f:
         val = {r["arch"]: float(r[args.column]) for r in csv.DictReader(f)}
     optimum = max(val.values())
-    name, _, rest = args.config.partition(":")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SystemExit(f"--config: {item!r} is not key=value")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    name, options = parse_config(args.config, flag="--config")
     space = NB201Space()
     hits, c0 = 0, time.process_time()
     for seed in range(args.first_seed, args.first_seed + args.seeds):

@@ -79,18 +79,12 @@ def tied_reports(values: list, reports: list) -> list[float]:
 def parse_options(text: str) -> dict[str, dict]:
     """``'bananas:pool=local,parents=3;evolution:population_size=50'`` -> options per strategy
     (values read as JSON where they parse, else kept as text)."""
+    # benchmarks/ is on sys.path when run as a script
+    from tune_model_based import parse_config
     out: dict[str, dict] = {}
     for part in filter(None, text.split(";")):
-        name, _, rest = part.partition(":")
-        opts = out.setdefault(name, {})
-        for item in filter(None, rest.split(",")):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise SystemExit(f"--options: {item!r} in {part!r} is not key=value")
-            try:
-                opts[key] = json.loads(value)
-            except json.JSONDecodeError:
-                opts[key] = value
+        name, opts = parse_config(part, flag="--options")
+        out.setdefault(name, {}).update(opts)
     return out
 
 
@@ -225,12 +219,12 @@ def markdown(results: list[dict], command: str) -> str:
     lines = [f"Command: `{command}`", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"Load average at the end: {os.getloadavg()[0]:.1f}", ""]
     for res in results:
-        lines += [f"### {res['search']} -> {res['report']}, {res['budget']} evaluations, "
+        lines += [(f"### {res['search']} -> {res['report']}, {res['budget']} evaluations, "
                   f"{res['seeds']} seeds ({res['wall_seconds']:.0f} s wall, {res['workers']} "
-                  "workers)", "",
-                  "| strategy | test of best-val (mean ± sd) | vs random [95% CI] | vs TPE [95% CI] "
+                  "workers)"), "",
+                  ("| strategy | test of best-val (mean ± sd) | vs random [95% CI] | vs TPE [95% CI] "
                   "| s / search (wall) | CPU s / search | mean best val | test, ties averaged "
-                  "| seeds with a tie |",
+                  "| seeds with a tie |"),
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             lines.append(f"| {label(r, res)} | {r['test_mean']:.2f} ± {r['test_sd']:.2f} | "
@@ -239,11 +233,11 @@ def markdown(results: list[dict], command: str) -> str:
                          f"{r['val_mean']:.2f} | {num(r['test_ties_averaged_mean'])} | "
                          f"{tie_count(r)} |")
         lines.append("")
-    lines += ["Test of best-val: the first evaluated of equal best validation scores (the bench's "
+    lines += [("Test of best-val: the first evaluated of equal best validation scores (the bench's "
               "rule). Ties averaged: the mean test accuracy over all evaluations that reached the "
               "best validation score (what a tie broken at random gives on average; a cell "
               "evaluated twice counts twice). Seeds with a tie: seeds where more than one "
-              "evaluation reached it.", ""]
+              "evaluation reached it."), ""]
     return "\n".join(lines)
 
 

@@ -33,13 +33,15 @@ COLUMNS = ("cifar100-val", "imagenet-val")
 _TABLE: dict[str, dict[str, float]] = {}
 
 
-def parse_config(text: str) -> tuple[str, dict]:
+def parse_config(text: str, flag: str = "--configs") -> tuple[str, dict]:
+    """``'bananas:parents=3,ucb=true'`` -> ``('bananas', {'parents': 3, 'ucb': True})`` (values read
+    as JSON where they parse, else kept as text); also used by bench_peers.py and bananas_misses.py."""
     name, _, rest = text.partition(":")
     options = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise SystemExit(f"--configs: {item!r} in {text!r} is not key=value")
+            raise SystemExit(f"{flag}: {item!r} in {text!r} is not key=value")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -107,11 +109,11 @@ def main() -> None:
         for f in cf.as_completed(futures):
             results.append(f.result())
     lines = [f"Command: `python benchmarks/tune_model_based.py {' '.join(sys.argv[1:])}`",
-             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; seeds "
+             (f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; seeds "
              f"{seeds.start}-{seeds.stop - 1}; {args.budget} evaluations; -val columns only "
-             f"({time.perf_counter() - t0:.0f} s wall)", "",
-             "| config | column | best val mean ± sd | seeds at the optimum | mean evals to best "
-             "| CPU s / search |", "|---|---|---|---|---|---|"]
+             f"({time.perf_counter() - t0:.0f} s wall)"), "",
+             ("| config | column | best val mean ± sd | seeds at the optimum | mean evals to best "
+             "| CPU s / search |"), "|---|---|---|---|---|---|"]
     summary = []
     for cfg in configs:
         for col in columns:
