@@ -44,9 +44,12 @@ Operation types, :data:`PRIMITIVES` (GHN-2's 15 in GHN-2's order, then ``linear`
 Two ways to trace, same result (tests check it): ``torch.fx`` (symbolic tracing, then one
 forward pass to learn which values are tensors), and the autograd graph of one forward pass
 (``grad_fn`` traversal, parameters matched by identity, as GHN-2's own code), which also works
-for models fx cannot trace (data-dependent control flow). ``method="auto"`` uses the autograd
-trace, 3-5x faster on CPU, and falls back to fx for models whose autograd graph misses part of
-the forward pass (a detached branch). A free parameter is one whose owning module
+for models fx cannot trace (data-dependent control flow). ``method="auto"`` first reads the graph
+from the modules without running the model where every module is of a type whose forward is
+known (the networks of the DARTS and NAS-Bench-201 spaces; ``ghn/symbolic.py``, 3-5x faster
+than a trace and the same graph), then uses the autograd trace, 3-5x faster than fx on CPU, and
+falls back to fx for models whose autograd graph misses part of the forward pass (a detached
+branch). A free parameter is one whose owning module
 is not one of the layer types above (a user's ``nn.Parameter`` attribute).
 """
 
@@ -1030,16 +1033,18 @@ def build_graph(model: nn.Module, example_input: Any = None, *, method: str = "a
 
     ``example_input``: a tensor with a batch dimension, a tuple of tensors, or an input shape
     without the batch dimension (``(3, 32, 32)``; a fixed random batch of 1 is used).
-    ``method``: ``"fx"``, ``"autograd"`` or ``"auto"``: the autograd trace (GHN-2's own way,
-    and 3-5x faster than fx on CPU), then fx when autograd fails (a branch computed without
-    gradients, a detached tensor); both give the same graph where both work. The model runs in eval mode (restored afterwards); nothing in it changes.
+    ``method``: ``"fx"``, ``"autograd"``, ``"symbolic"`` or ``"auto"``: the graph read from
+    the modules without running the model (``ghn/symbolic.py``: networks of known module types,
+    such as those of the DARTS and NAS-Bench-201 spaces), else the autograd trace (GHN-2's own
+    way, and 3-5x faster than fx on CPU), then fx when autograd fails (a branch computed without
+    gradients, a detached tensor); all give the same graph where they work. The model runs in eval mode (restored afterwards); nothing in it changes.
     ``allow_unused``: accept parameters the forward pass does not use (listed in
     ``graph.meta["unused_params"]``) instead of raising.
     """
     if not isinstance(model, nn.Module):
         raise ArchitectureError(f"ghn graph: expected an nn.Module, got {type(model).__name__}")
-    if method not in ("auto", "fx", "autograd"):
-        raise ConfigError(f"ghn graph: method={method!r}; expected auto, fx or autograd")
+    if method not in ("auto", "fx", "autograd", "symbolic"):
+        raise ConfigError(f"ghn graph: method={method!r}; expected auto, symbolic, fx or autograd")
     if example_input is None:
         raise ConfigError("ghn graph: an example input (a tensor or an input shape such as "
                           "(3, 32, 32)) is needed to trace the model")
@@ -1058,6 +1063,17 @@ def build_graph(model: nn.Module, example_input: Any = None, *, method: str = "a
     named = _named(model)
     restore = _to_eval(model, named[1])
     try:
+        if method in ("auto", "symbolic"):
+            from .symbolic import Unsupported, read_raw
+
+            try:
+                raws, outs = read_raw(model, inputs, named)
+            except Unsupported as exc:
+                if method == "symbolic":
+                    raise ArchitectureError(f"ghn graph: method='symbolic' does not cover "
+                                            f"{type(model).__name__}: {exc}") from None
+            else:
+                return _lower(model, raws, outs, "symbolic", allow_unused, named)
         if method == "autograd":
             return _trace_autograd(model, inputs, allow_unused, named)
         if method == "fx":
