@@ -7,9 +7,12 @@ default options (chain on digits 1x8x8, NAS-Bench-201 C=16 N=5 on 3x32x32, DARTS
 on 3x32x32), and a ResNet-18 written here (CIFAR variant: 3x3 stem, 4 stages of 2 basic blocks,
 11.2M parameters, on 3x32x32). Per network, timed separately:
 
-- ``graph``: tracing the module into a graph (one forward pass on a batch of 1, the autograd
-  graph walked and lowered to GHN nodes) and the tensors the GHN reads;
-- ``predict``: the GHN's forward pass (message passing and decoding of every parameter);
+- ``graph``: the module's graph (``--method auto``: read from the modules for the networks of
+  the DARTS and NB201 spaces, ``ghn/symbolic.py``; otherwise one forward pass on a batch of 1,
+  the autograd graph walked and lowered to GHN nodes) and the tensors the GHN reads;
+- ``predict``: the GHN's forward pass (message passing and decoding of every parameter), in
+  inference mode as ``ghn(model)`` does (``--legacy``: autograd trace and ``no_grad``, the path
+  before both changes; the predicted parameters are the same bits);
 - ``write``: copying the predictions into the module;
 - ``predict total`` = graph + predict + write, the figure the issue's target is about, in wall
   seconds and in CPU seconds of this process;
@@ -109,7 +112,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn-batches", type=int, default=4)
     ap.add_argument("--bn-batch-size", type=int, default=64)
+    ap.add_argument("--legacy", action="store_true",
+                    help="time the path as it was before the graph was read from the modules: "
+                         "trace with autograd, predict under no_grad (not inference mode)")
     args = ap.parse_args()
+    if args.legacy and args.method == "auto":
+        args.method = "autograd"
+    grad_off = torch.no_grad if args.legacy else torch.inference_mode  # fill: inference mode
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     if args.ghn:
@@ -126,9 +135,9 @@ def main() -> None:
     # warm up (imports, allocator) on one network of each kind
     for kind in ("chain", "nb201", "darts", "resnet18"):
         name, shape, model = next(t for t in nets if t[0] == kind)
-        with torch.no_grad():
-            ghn.predict([GraphTensors.from_graph(build_graph(model, shape,
-                                                              method=args.method))])
+        gt = GraphTensors.from_graph(build_graph(model, shape, method=args.method))
+        with grad_off():
+            ghn.predict([gt])
     rows: dict[str, dict[str, list[float]]] = {}
     gen = torch.Generator().manual_seed(args.seed)
     for name, shape, model in nets:
@@ -137,7 +146,7 @@ def main() -> None:
         graph = build_graph(model, shape, method=args.method)
         gt = GraphTensors.from_graph(graph)
         t1 = time.perf_counter()
-        with torch.no_grad():
+        with grad_off():
             params = ghn.predict([gt])[0]
         t2 = time.perf_counter()
         write_params(model, params)
@@ -158,6 +167,7 @@ def main() -> None:
     med = statistics.median
     print(f"# ghn_predict_time  {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  torch {torch.__version__}  "
           f"threads {args.threads}  {platform.processor() or platform.machine()}  method {args.method}  "
+          f"predict under {'no_grad (--legacy)' if args.legacy else 'inference_mode'}  "
           f"ghn {args.ghn or 'untrained GHN-2 hid 32'}")
     print("seconds per network, medians over the networks; predict total = graph + predict + write "
           f"(target < 0.1 s for the spaces, < 1 s for resnet18); BN stats: {args.bn_batches} x "

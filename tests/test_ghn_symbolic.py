@@ -139,3 +139,25 @@ def test_shapes_follow_the_layers():
     for shape in ((3, 9, 9), (3, 3, 3)):  # 9 -> 5 -> 3: 36 features, not 16; 3: no 5x5 window
         with pytest.raises(ArchitectureError, match="cannot trace"):
             build_graph(model, shape)
+
+
+def test_inference_paths_give_the_same_bits():
+    """``ghn(model)`` (symbolic graph, inference mode, gather-once GNN sweep) writes exactly the
+    parameters the differentiable path predicts from the traced graph."""
+    from nasforge.spaces.darts import DartsSpace
+
+    gen = torch.Generator().manual_seed(3)
+    ghn = GHN(variant_config("ghn2", hid=16, primitives=PRIMITIVES, num_classes=10,
+                             input_shape=(3, 8, 8)))
+    with torch.no_grad():
+        for p in ghn.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    space = DartsSpace(C=4, layers=4)
+    net = space.build(space.sample(np.random.default_rng(4)), _task((3, 8, 8)))
+    traced = GraphTensors.from_graph(build_graph(net, (3, 8, 8), method="autograd"))
+    want = ghn.predict([traced])[0]  # out-of-place, differentiable
+    with torch.no_grad():
+        nograd = ghn.predict([traced])[0]
+    ghn(net, bn_data=[])
+    for name, p in net.named_parameters():
+        assert torch.equal(p.data, want[name].detach()) and torch.equal(nograd[name], p.data), name
