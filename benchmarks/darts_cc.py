@@ -65,7 +65,12 @@ REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "ar
 #: the arguments that fix the random genotypes and their training, and DARTS's and GDAS's runs:
 #: a ``front`` result may be reused (``--reuse``) only when they are the same
 REUSE_KEYS = ("task", "C", "epochs", "train_epochs", "train_batch", "random", "derive", "limit",
-              "batch", "arch_lr")
+              "batch", "arch_lr", "oneshot_warmup")
+#: what fixes the random genotypes and their training alone: ``--rerun`` (DARTS and / or GDAS
+#: searched again with this run's options, the rest taken over) checks only these
+RANDOM_KEYS = ("task", "C", "train_epochs", "train_batch", "random", "limit")
+#: the value of a key that results made before it existed ran with
+KEY_DEFAULTS = {"oneshot_warmup": 0}
 
 
 def reusable(args: argparse.Namespace, path: Path) -> dict[int, dict[str, Any]]:
@@ -84,18 +89,23 @@ def reusable(args: argparse.Namespace, path: Path) -> dict[int, dict[str, Any]]:
     if not isinstance(earlier, dict) or earlier.get("args", {}).get("target") != "front":
         fail("not the results of a front run; expected a file written by "
              "`darts_cc.py front`")
-    for key in REUSE_KEYS:
-        if earlier["args"].get(key) != getattr(args, key):
-            fail(f"made with {key} = {earlier['args'].get(key)!r}, this run has "
-                 f"{getattr(args, key)!r}; expected the same value (random genotypes, DARTS and "
-                 "GDAS would differ)")
+    rerun = getattr(args, "rerun", None) or []
+    for key in RANDOM_KEYS if rerun else REUSE_KEYS:
+        value, ours = earlier["args"].get(key, KEY_DEFAULTS.get(key)), \
+            getattr(args, key, KEY_DEFAULTS.get(key))
+        if value != ours:
+            fail(f"made with {key} = {value!r}, this run has {ours!r}; expected "
+                 "the same value (random genotypes" + ("" if rerun else ", DARTS and GDAS")
+                 + " would differ)")
     entries = {e["seed"]: e for e in earlier.get("per_seed", [])}
     for seed in args.seeds:
         e = entries.get(seed)
         if e is None or len(e.get("random", [])) != args.random or \
-                any(m not in args.skip and m not in e for m in ("darts", "gdas")):
-            fail(f"has no complete entry for seed {seed} (random genotypes, DARTS, GDAS); "
-                 f"seeds there: {sorted(entries)}")
+                (rerun and "family" not in e) or \
+                any(m not in args.skip and m not in rerun and m not in e
+                    for m in ("darts", "gdas")):
+            fail(f"has no complete entry for seed {seed} (random genotypes, family, DARTS, "
+                 f"GDAS); seeds there: {sorted(entries)}")
     return entries
 
 
@@ -179,10 +189,26 @@ def points(trials: list, role: str | None = None) -> list[list[float]]:
             for t in trials if t.status == "ok" and (role is None or t.info.get("role") == role)]
 
 
-def on_or_above(point: list[float], randoms: list[list[float]]) -> bool:
-    """No random genotype with at most as many parameters is more accurate (validation)."""
-    p, a = point[0], point[1]
-    return all(not (r[0] <= p and r[1] > a) for r in randoms)
+def dominates(r: list[float], point: list[float], metric: int = 1) -> bool:
+    """``r`` has at most as many parameters and at least the accuracy of ``point`` (``metric``:
+    1 validation, 2 test), one of the two strictly (Pareto dominance)."""
+    p, a = point[0], point[metric]
+    return r[0] <= p and r[metric] >= a and (r[0] < p or r[metric] > a)
+
+
+def on_or_above(point: list[float], randoms: list[list[float]], metric: int = 1) -> bool:
+    """``point`` lies on or above the random genotypes' front: no random genotype dominates it
+    (``dominates``) on validation accuracy (``metric`` 1, the verdict) or test accuracy (2,
+    reported only)."""
+    return not any(dominates(r, point, metric) for r in randoms)
+
+
+def verdicts(entry: dict[str, Any], key: str) -> None:
+    """``<key>_on_or_above`` (validation) and ``<key>_on_or_above_test`` of ``entry[key]``."""
+    entry[f"{key}_on_or_above"] = [on_or_above(p, entry["random"]) for p in entry[key]]
+    if all(q[2] is not None for q in entry[key] + entry["random"]):
+        entry[f"{key}_on_or_above_test"] = [on_or_above(p, entry["random"], 2)
+                                            for p in entry[key]]
 
 
 def family(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -200,58 +226,86 @@ def family(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return result
 
 
+def one_shot_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``darts`` and ``gdas`` options of ``front``: the same supernet size, search length,
+    batch and architecture learning rate (and ``--oneshot-warmup`` weight-only epochs)."""
+    one_shot = {"epochs": args.epochs, "batch_size": args.batch, "supernet_val": False,
+                "plots": False, "arch_lr": args.arch_lr, "warmup_epochs": args.oneshot_warmup}
+    return {"darts": {**one_shot, "order": 1},
+            "gdas": {**one_shot, "tau_max": 10.0, "tau_min": 0.1}}
+
+
 def front(args: argparse.Namespace, out: Path, header: dict[str, Any]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="darts_cc_front_"))
     per_seed: list[dict[str, Any]] = []
     result = {**header, "task": args.task, "seeds": args.seeds, "per_seed": per_seed,
               "plots": str(plots_dir(out)), "work_dir": str(work)}
     earlier = reusable(args, args.reuse) if args.reuse else {}
+    if args.reuse and args.rerun:
+        result["reused_args"] = json.loads(args.reuse.read_text())["args"]
+    methods = one_shot_options(args)
     for seed in args.seeds:
         old = earlier.get(seed)
-        n_random = 0 if old else args.random
-        trials, meta, cpu = run(config(args, seed, "darts_cc", darts_cc_options(args, n_random)),
-                                work / f"cc{seed}")
-        randoms, fam = points(trials, "random") if not old else old["random"], points(trials, "family")
-        entry: dict[str, Any] = {
-            "seed": seed, "random": randoms, "family": fam,
-            "family_on_or_above": [on_or_above(p, randoms) for p in fam],
-            "darts_cc_cpu_seconds": cpu, **family_stats(trials, meta, cpu)}
-        if old:
+        trials: list = []
+        if args.rerun:  # random genotypes and family as they were; DARTS / GDAS searched again
+            rerun_keys = {m + k for m in {*args.rerun, *args.skip}
+                          for k in ("", "_genotype", "_search_seconds", "_cpu_seconds",
+                                    "_on_or_above", "_on_or_above_test", "_options")}
+            entry = {k: v for k, v in old.items() if k not in rerun_keys}
             entry["reused_from"] = str(args.reuse)
-            for method in ("darts", "gdas"):
-                if method in old and method not in args.skip:
-                    for key in ("", "_genotype", "_search_seconds", "_cpu_seconds"):
-                        entry[method + key] = old[method + key]
-                    entry[f"{method}_on_or_above"] = [on_or_above(p, randoms) for p in old[method]]
+        else:
+            n_random = 0 if old else args.random
+            trials, meta, cpu = run(config(args, seed, "darts_cc", darts_cc_options(args, n_random)),
+                                    work / f"cc{seed}")
+            entry = {"seed": seed,
+                     "random": points(trials, "random") if not old else old["random"],
+                     "family": points(trials, "family"),
+                     "darts_cc_cpu_seconds": cpu, **family_stats(trials, meta, cpu)}
+            if old:
+                entry["reused_from"] = str(args.reuse)
+                for method in ("darts", "gdas"):
+                    if method in old and method not in args.skip:
+                        for key in ("", "_genotype", "_search_seconds", "_cpu_seconds"):
+                            entry[method + key] = old[method + key]
+        for key in ("family", "darts", "gdas"):
+            if key in entry:
+                verdicts(entry, key)
         per_seed.append(entry)
         save(out, result)  # results so far, if a later part dies
-        one_shot = {"epochs": args.epochs, "batch_size": args.batch, "supernet_val": False,
-                    "plots": False, "arch_lr": args.arch_lr}
-        for method, options in (("darts", {**one_shot, "order": 1}),
-                                ("gdas", {**one_shot, "tau_max": 10.0, "tau_min": 0.1})):
-            if method in args.skip or old:
+        for method, options in methods.items():
+            if method in args.skip or (old and method not in args.rerun):
                 continue
             mtrials, mmeta, mcpu = run(config(args, seed, method, options), work / f"{method}{seed}")
-            pts = points(mtrials)
-            entry[method] = pts
-            entry[f"{method}_on_or_above"] = [on_or_above(p, randoms) for p in pts]
+            entry[method] = points(mtrials)
+            verdicts(entry, method)
             entry[f"{method}_genotype"] = [str(t.arch) for t in mtrials if t.status == "ok"]
             entry[f"{method}_search_seconds"] = mmeta.get("search_seconds")
             entry[f"{method}_cpu_seconds"] = mcpu
+            entry[f"{method}_options"] = options
             save(out, result)
-        from nasforge.methods.darts_cc import write_plots
+        if trials:
+            from nasforge.methods.darts_cc import write_plots
 
-        write_plots(trials, meta, plots_dir(out) / f"seed{seed}",
-                    darts=[(p[0], p[1]) for p in entry.get("darts", [])])
+            write_plots(trials, meta, plots_dir(out) / f"seed{seed}",
+                        darts=[(p[0], p[1]) for p in entry.get("darts", [])])
+    result["summary"] = front_summary(per_seed)
+    front_figures(result, plots_dir(out))
+    return result
+
+
+def front_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of the points on or above the random front, on validation (the verdict) and on
+    test accuracy (reported only)."""
     summary = {"family_points": sum(len(e["family"]) for e in per_seed),
                "family_on_or_above": sum(sum(e["family_on_or_above"]) for e in per_seed),
+               "family_on_or_above_test": sum(sum(e.get("family_on_or_above_test", []))
+                                              for e in per_seed),
                "randoms_per_seed": [len(e["random"]) for e in per_seed]}
     for method in ("darts", "gdas"):
         if all(method in e for e in per_seed):
-            summary[f"{method}_on_or_above"] = [e[f"{method}_on_or_above"] for e in per_seed]
-    result["summary"] = summary
-    front_figures(result, plots_dir(out))
-    return result
+            for suffix in ("_on_or_above", "_on_or_above_test"):
+                summary[method + suffix] = [e.get(method + suffix) for e in per_seed]
+    return summary
 
 
 def plots_dir(out: Path) -> Path:
@@ -320,17 +374,31 @@ def summary(result: dict[str, Any]) -> str:
             + (f" ({e['family_train_cpu_seconds']:.0f} CPU)" if "family_train_cpu_seconds" in e
                else "") + " |")
     if "per_seed" in result:
-        lines += ["", "| seed | random genotypes (params, val acc) | family on/above | DARTS "
+        lines += ["", "On or above the random front: validation accuracy (the verdict), test "
+                  "accuracy in brackets (reported only).", "",
+                  "| seed | random genotypes (params, val acc) | family on/above | DARTS "
                   "(params, val, test) | on/above | GDAS (params, val, test) | on/above |",
                   "|---|---|---|---|---|---|---|"]
+
+        def verdict(e: dict[str, Any], key: str) -> str:
+            test = e.get(f"{key}_on_or_above_test")
+            val = e[f"{key}_on_or_above"]
+            if key == "family":
+                return f"{sum(val)}/{len(val)}" + (f" ({sum(test)}/{len(test)})" if test else "")
+            word = {True: "yes", False: "no"}
+            return word[all(val)] + (f" ({word[all(test)]})" if test is not None else "")
+
         for e in seeds:
+            e = dict(e)
+            for key in ("family", "darts", "gdas"):  # by the current definition, val and test
+                if key in e:
+                    verdicts(e, key)
             rnd = "; ".join(f"{int(p[0])} {p[1]:.3f}" for p in sorted(e["random"]))
-            cells = [str(e["seed"]), rnd, f"{sum(e['family_on_or_above'])}/{len(e['family'])}"]
+            cells = [str(e["seed"]), rnd, verdict(e, "family")]
             for m in ("darts", "gdas"):
                 pts = e.get(m, [])
                 cells.append("; ".join(f"{int(p[0])}, {p[1]:.3f}, {p[2]:.3f}" for p in pts) or "-")
-                cells.append("yes" if pts and all(e[f"{m}_on_or_above"]) else
-                             ("no" if pts else "-"))
+                cells.append(verdict(e, m) if pts else "-")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -372,6 +440,13 @@ def main() -> None:
                         help="DARTS-CC search epochs (0: --epochs, which DARTS and GDAS use)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="DARTS-CC search epochs that train the weights only")
+    parser.add_argument("--oneshot-warmup", type=int, default=0,
+                        help="DARTS and GDAS search epochs that train the weights only "
+                             "(method option warmup_epochs; 0: DARTS's and GDAS's schedule)")
+    parser.add_argument("--rerun", nargs="+", default=[], choices=("darts", "gdas"),
+                        help="front, with --reuse: take each seed's random genotypes and DARTS-CC "
+                             "family from the reused result and search these methods again with "
+                             "this run's options (--epochs, --batch, --arch-lr, --oneshot-warmup)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="front: take the random genotypes, DARTS and GDAS of each seed "
                              "from this earlier front result (same task, sizes, training)")
@@ -390,6 +465,14 @@ def main() -> None:
     if out.exists():
         print(f"darts_cc.py: --out {out} exists; expected a new file (results are never "
               "overwritten)", file=sys.stderr)
+        sys.exit(2)
+    if args.rerun and (args.target != "front" or args.reuse is None):
+        print(f"darts_cc.py: --rerun {' '.join(args.rerun)} needs `front --reuse FILE` (the "
+              "random genotypes and family to keep); expected --reuse", file=sys.stderr)
+        sys.exit(2)
+    if not 0 <= args.oneshot_warmup < args.epochs:
+        print(f"darts_cc.py: --oneshot-warmup {args.oneshot_warmup}; expected 0 <= it < --epochs "
+              f"({args.epochs})", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
     header = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

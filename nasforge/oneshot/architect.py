@@ -142,12 +142,20 @@ class Bilevel(Callback):
     applies it through ``engine.optimize`` too. The mean architecture loss of each epoch (at the
     weights the gradient was taken at: ``w`` at first order, ``w'`` at second) goes to
     ``engine.state["arch_loss"]`` (one value per epoch) and to the epoch's logs.
+
+    ``warmup``: the first ``warmup`` epochs take no architecture step (the weights train alone,
+    mixed by α at its initial value) and record ``None`` as their architecture loss; 0 (DARTS's
+    and GDAS's own schedule) steps α from the first batch on.
     """
 
     def __init__(self, architect: Architect, arch_data: Batch, batch_size: int, *,
-                 alpha_optimizer: str = "alpha", weight_optimizer: str = "weights"):
+                 alpha_optimizer: str = "alpha", weight_optimizer: str = "weights",
+                 warmup: int = 0):
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ConfigError(f"warmup = {warmup!r}; expected an integer >= 0 (epochs)")
         self.architect, self.arch_data, self.batch_size = architect, arch_data, batch_size
         self.alpha_optimizer, self.weight_optimizer = alpha_optimizer, weight_optimizer
+        self.warmup = warmup
         self._sum, self._n = 0.0, 0
 
     def on_fit_start(self, engine: Any) -> None:
@@ -157,6 +165,8 @@ class Bilevel(Callback):
         self._sum, self._n = 0.0, 0
 
     def on_step_start(self, engine: Any) -> None:
+        if engine.epoch <= self.warmup:
+            return
         x, y = self.stream.next()
         arch = self.architect
         if arch.order == 1:
@@ -172,6 +182,9 @@ class Bilevel(Callback):
         self._n += 1
 
     def on_epoch_end(self, engine: Any, logs: dict[str, float]) -> None:
+        if engine.epoch <= self.warmup:
+            engine.state.setdefault("arch_loss", []).append(None)
+            return
         value = self._sum / max(1, self._n)
         engine.state.setdefault("arch_loss", []).append(value)
         logs["arch_loss"] = value

@@ -5,7 +5,8 @@ on one, α on the other (DARTS's ``train_portion = 0.5``). Each step: one archit
 batch of the α half (``Bilevel``), then one weight step on a batch of the weight half, both
 through the one training engine (``ctx.train``: the engine's whole state is checkpointed in the
 run's store after every epoch, so a run killed with ``kill -9`` resumes to the same α and the
-same genotype). After the search the genotype is derived (``derive`` mode ``top2`` as DARTS, or
+same genotype). ``warmup_epochs`` (default 0, DARTS's and GDAS's schedule) lets the first epochs
+train the weights only. After the search the genotype is derived (``derive`` mode ``top2`` as DARTS, or
 ``argmax`` as DARTS-CC's small-data protocol) and recorded as a trial trained from scratch by the
 run's evaluator (``train``), so ``trials``, the report and ``best/`` show it.
 
@@ -156,6 +157,10 @@ class _SupernetSearch(Method):
         resolve_device(self.device)
         if self.derive not in MODES:
             raise ConfigError(f"{n}: derive = {self.derive!r}; expected one of {', '.join(MODES)}")
+        w = self.warmup_epochs
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.epochs:
+            raise ConfigError(f"{n}: warmup_epochs = {w!r}; expected an integer >= 0 and below "
+                              f"epochs ({self.epochs}): the epochs that train the weights only")
 
     # -- pieces -----------------------------------------------------------------------------------
     def order_(self) -> int:
@@ -209,7 +214,7 @@ class _SupernetSearch(Method):
         tau = self.tau_range()
         if tau is not None:
             callbacks.append(GumbelSchedule(*tau))
-        callbacks.append(Bilevel(architect, arch_data, self.batch_size))
+        callbacks.append(Bilevel(architect, arch_data, self.batch_size, warmup=self.warmup_epochs))
         path = ctx.work_dir / f"{self.name}_alphas.json" if ctx.work_dir is not None else None
         callbacks.append(AlphaHistory(model.supernet.op_names, self.derive, path))
         return Engine(model, config, seed=ctx.seed, device=self.device,
@@ -258,6 +263,7 @@ class _SupernetSearch(Method):
             meta = {"search_seconds": result.seconds, "epochs": result.epochs_run,
                     "this_process_seconds": time.perf_counter() - started,
                     "derived": [t for t, _ in derived], "order": self.order_(),
+                    "warmup_epochs": self.warmup_epochs,
                     "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
             first_id = ctx.next_id()
             ctx.save_state(self.epochs + 1, {"derived": derived, "first_id": first_id,
@@ -287,7 +293,7 @@ class Darts(_SupernetSearch):
                  arch_lr: float = 3e-4, arch_weight_decay: float = 1e-3,
                  grad_clip: float | None = 5.0, derive: Literal["top2", "argmax"] = "top2",
                  derived: int = 1, train_rows: int | None = None, supernet_val: bool = True,
-                 plots: bool = True, device: str = "cpu"):
+                 plots: bool = True, device: str = "cpu", warmup_epochs: int = 0):
         if order not in (1, 2) or isinstance(order, bool):
             raise ConfigError(f"darts: order = {order!r}; expected 1 (first order) or 2 (second order)")
         self.order = order
@@ -295,7 +301,7 @@ class Darts(_SupernetSearch):
         self.lr, self.lr_min, self.momentum, self.weight_decay = lr, lr_min, momentum, weight_decay
         self.arch_lr, self.arch_weight_decay, self.grad_clip = arch_lr, arch_weight_decay, grad_clip
         self.derive, self.derived, self.supernet_val, self.device = derive, derived, supernet_val, device
-        self.train_rows, self.plots = train_rows, plots
+        self.train_rows, self.plots, self.warmup_epochs = train_rows, plots, warmup_epochs
         self._check_common()
 
     def order_(self) -> int:
@@ -318,13 +324,13 @@ class Gdas(_SupernetSearch):
                  tau_max: float = 10.0, tau_min: float = 0.1,
                  derive: Literal["top2", "argmax"] = "top2", derived: int = 1,
                  train_rows: int | None = None, supernet_val: bool = True, plots: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", warmup_epochs: int = 0):
         self.epochs, self.C, self.layers, self.batch_size = epochs, C, layers, batch_size
         self.lr, self.lr_min, self.momentum, self.weight_decay = lr, lr_min, momentum, weight_decay
         self.arch_lr, self.arch_weight_decay, self.grad_clip = arch_lr, arch_weight_decay, grad_clip
         self.tau_max, self.tau_min, self.nesterov = tau_max, tau_min, nesterov
         self.derive, self.derived, self.supernet_val, self.device = derive, derived, supernet_val, device
-        self.train_rows, self.plots = train_rows, plots
+        self.train_rows, self.plots, self.warmup_epochs = train_rows, plots, warmup_epochs
         self._check_common()
         if not (isinstance(tau_max, (int, float)) and isinstance(tau_min, (int, float))
                 and 0 < tau_min <= tau_max and math.isfinite(tau_max)):

@@ -1,0 +1,195 @@
+"""DARTS / GDAS warm-up epochs (``warmup_epochs``), and benchmarks/darts_cc.py's front: Pareto
+dominance against the random genotypes (validation and test), ``--rerun`` of DARTS / GDAS with the
+random genotypes and the DARTS-CC family kept, and its input checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nasforge import registry
+from nasforge.core import Objective
+from nasforge.data import load_task
+from nasforge.errors import ConfigError
+from nasforge.evaluators.train import TrainEvaluator
+from nasforge.methods import MethodContext, run_method
+from nasforge.run.loop import Budget
+from nasforge.run.store import Store
+from nasforge.spaces.darts import DartsSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ["max_pool_3x3", "skip_connect", "sep_conv_3x3"]
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("bench_darts_cc_front",
+                                                  ROOT / "benchmarks" / "darts_cc.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.fixture(scope="module")
+def digits():
+    # digits cut to 48 training and 32 validation rows, so a search takes moments
+    task = load_task("digits")
+    return dataclasses.replace(task, train=(task.train[0][:48], task.train[1][:48]),
+                               val=(task.val[0][:32], task.val[1][:32]))
+
+
+def context(tmp_path, task):
+    return MethodContext(task=task, space=DartsSpace(C=4, layers=3, nodes=2, ops=OPS),
+                         evaluator=TrainEvaluator(epochs=1, measure_latency=False),
+                         objective=Objective("val_acc"), seed=1, store=Store(tmp_path / "run.db"),
+                         budget=Budget(trials=1), evaluator_name="train",
+                         evaluator_options={"epochs": 1, "measure_latency": False},
+                         work_dir=tmp_path / "method")
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_warmup_epochs_leave_alpha_at_its_initial_value(tmp_path, digits, name):
+    ctx = context(tmp_path, digits)
+    method = registry.create("methods", name, epochs=3, warmup_epochs=2, batch_size=16,
+                             supernet_val=False, plots=False)
+    initial = {t: torch.softmax(a.detach(), -1)
+               for t, a in method.build(ctx).alphas.as_dict().items()}
+    run_method(method, ctx)
+    history = json.loads((ctx.work_dir / f"{name}_alphas.json").read_text())["history"]
+    for entry in history[:2]:  # the two warm-up epochs: no architecture step, no arch loss
+        assert entry["arch_loss"] is None
+        for t in ("normal", "reduce"):
+            assert torch.equal(torch.tensor(entry[t]), initial[t].float()) or \
+                torch.allclose(torch.tensor(entry[t], dtype=torch.float64),
+                               initial[t].double(), atol=0, rtol=1e-6)
+    assert history[2]["arch_loss"] is not None  # epoch 3 steps α
+    moved = max(abs(a - b) for row, row0 in zip(history[2]["normal"], initial["normal"].tolist())
+                for a, b in zip(row, row0))
+    assert moved > 1e-4
+    assert ctx.store.get_meta(name)["warmup_epochs"] == 2
+
+
+def test_warmup_epochs_default_and_checks():
+    assert registry.create("methods", "darts").warmup_epochs == 0  # DARTS's schedule
+    assert registry.create("methods", "gdas").warmup_epochs == 0
+    for name in ("darts", "gdas"):
+        for bad in (-1, 5, 6, 1.5):
+            with pytest.raises(ConfigError, match="warmup_epochs"):
+                registry.create("methods", name, epochs=5, warmup_epochs=bad)
+
+
+def test_dominance_on_validation_and_test():
+    bench = bench_module()
+    point = [5000, 0.95, 0.93]  # [params, val_acc, test_acc]
+    assert bench.dominates([4000, 0.95, 0.90], point)       # fewer parameters, same accuracy
+    assert bench.dominates([5000, 0.96, 0.90], point)       # same parameters, more accurate
+    assert not bench.dominates([5000, 0.95, 0.99], point)   # the same point: not dominated
+    assert not bench.dominates([4000, 0.94, 0.99], point)   # smaller but less accurate
+    assert not bench.dominates([6000, 0.99, 0.99], point)   # more accurate but larger
+    assert bench.dominates([4000, 0.90, 0.93], point, metric=2)
+    randoms = [[4000, 0.94, 0.94], [6000, 0.99, 0.99]]
+    assert bench.on_or_above(point, randoms)
+    assert not bench.on_or_above(point, randoms, metric=2)  # on test, 4000 / 0.94 dominates
+    entry = {"random": randoms, "darts": [point, [7000, 0.98, 0.995]]}
+    bench.verdicts(entry, "darts")
+    assert entry["darts_on_or_above"] == [True, False]
+    assert entry["darts_on_or_above_test"] == [False, True]
+
+
+def earlier_result(tmp_path, **args):
+    base = {"target": "front", "task": "digits", "C": 4, "epochs": 8, "train_epochs": 10,
+            "train_batch": 64, "random": 2, "derive": "argmax", "limit": 600, "batch": 32,
+            "arch_lr": 0.03}
+    entry = {"seed": 0, "random": [[2350, 0.86, 0.88], [7502, 0.967, 0.953]],
+             "family": [[6778, 0.933, 0.958], [1982, 0.806, 0.816]],
+             "params": [6778, 1982], "darts": [[9394, 0.95, 0.925]], "darts_genotype": ["x"],
+             "darts_search_seconds": 1.0, "darts_cpu_seconds": 1.0,
+             "gdas": [[10142, 0.961, 0.967]], "gdas_genotype": ["y"],
+             "gdas_search_seconds": 1.0, "gdas_cpu_seconds": 1.0}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps({"args": {**base, **args}, "per_seed": [entry]}))
+    ns = argparse.Namespace(**{**base, "oneshot_warmup": 0}, seeds=[0], skip=[], rerun=[],
+                            reuse=path)
+    return path, ns, entry
+
+
+def test_reuse_checks_and_rerun_checks_only_the_random_genotypes(tmp_path, capsys):
+    bench = bench_module()
+    path, ns, entry = earlier_result(tmp_path)  # made before --oneshot-warmup: it ran 0
+    assert bench.reusable(ns, path) == {0: entry}
+    changed = argparse.Namespace(**{**vars(ns), "epochs": 10, "oneshot_warmup": 3})
+    with pytest.raises(SystemExit) as exit_info:  # DARTS and GDAS would differ
+        bench.reusable(changed, path)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "epochs = 8" in err and len(err.strip().splitlines()) == 1
+    changed.rerun = ["darts"]  # they are searched again: only the random genotypes must match
+    assert bench.reusable(changed, path) == {0: entry}
+    changed.train_epochs = 20
+    with pytest.raises(SystemExit):
+        bench.reusable(changed, path)
+    assert "train_epochs = 10" in capsys.readouterr().err
+
+
+def test_front_rerun_keeps_random_and_family_and_searches_darts_again(tmp_path, monkeypatch):
+    bench = bench_module()
+    path, ns, entry = earlier_result(tmp_path)
+    calls = []
+
+    def fake_run(cfg, out):  # a DARTS run whose genotype has 5000 parameters, val 0.96
+        calls.append((cfg["method"], cfg["method_options"], cfg["seed"]))
+        result = SimpleNamespace(cost={"params": 5000.0},
+                                 metrics={"val_acc": 0.96, "test_acc": 0.97})
+        trial = SimpleNamespace(status="ok", result=result, info={"method": "darts"},
+                                arch="Genotype(...)")
+        return [trial], {"search_seconds": 2.0}, 3.0
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    args = argparse.Namespace(**{**vars(ns), "epochs": 10, "oneshot_warmup": 3,
+                                 "rerun": ["darts"]})
+    out = tmp_path / "new.json"
+    result = bench.front(args, out, {"args": {}})
+    assert [c[0] for c in calls] == ["darts"] and calls[0][2] == 0  # only DARTS ran, seed 0
+    assert calls[0][1]["warmup_epochs"] == 3 and calls[0][1]["epochs"] == 10
+    e = result["per_seed"][0]
+    assert e["random"] == entry["random"] and e["family"] == entry["family"]  # kept as they were
+    assert e["darts"] == [[5000.0, 0.96, 0.97]] and e["darts_on_or_above"] == [True]
+    assert e["darts_options"]["warmup_epochs"] == 3 and e["reused_from"] == str(path)
+    assert e["gdas"] == entry["gdas"] and e["gdas_on_or_above"] == [False]  # reused, below
+    assert e["gdas_on_or_above_test"] == [True]
+    assert result["summary"]["darts_on_or_above"] == [[True]]
+    assert result["reused_args"]["epochs"] == 8
+    assert json.loads(out.read_text())["per_seed"][0]["darts"] == [[5000.0, 0.96, 0.97]]
+
+
+def test_summary_gives_validation_and_test_verdicts_of_a_committed_result():
+    # the 3-seed front of 2026-12-02 (benchmarks/results): DARTS's seed-2 genotype (9394
+    # parameters, val 0.950, test 0.925) is dominated by a random one (7502, 0.967, 0.953)
+    bench = bench_module()
+    result = json.loads((ROOT / "benchmarks" / "results" /
+                         "darts_cc_front_digits_anchors.json").read_text())
+    rows = [line for line in bench.summary(result).splitlines() if "2350 0.861" in line
+            or "3086 0.883" in line]
+    assert "| 5/5 (3/5) | 8190, 0.961, 0.942 | yes (no) | 7726, 0.972, 0.969 | yes (yes) |" in rows[0]
+    assert "| 5/5 (5/5) | 9394, 0.950, 0.925 | no (no) | 10142, 0.961, 0.967 | no (yes) |" in rows[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rerun", "darts"], "--rerun darts needs `front --reuse FILE`"),
+    (["--epochs", "3", "--oneshot-warmup", "3"], "--oneshot-warmup 3"),
+])
+def test_benchmark_refuses_bad_rerun_options(tmp_path, monkeypatch, capsys, argv, message):
+    bench = bench_module()
+    monkeypatch.setattr(sys, "argv", ["darts_cc.py", "front", "--out", str(tmp_path / "x.json"),
+                                      *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
