@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--ghn", default=None, help="a GHN file (default: an untrained GHN-2, hid 32)")
     ap.add_argument("--archs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--method", default="auto", choices=("auto", "symbolic", "autograd", "fx"))
+    ap.add_argument("--method", default="auto", choices=("auto", "autograd", "fx"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn-batches", type=int, default=4)
     ap.add_argument("--bn-batch-size", type=int, default=64)
