@@ -17,7 +17,10 @@ are those of this process, one torch thread).
 i-th with a fraction i/(N-1) of parameter-free operations) trained the same way, then a
 ``darts`` and a ``gdas`` run with the same supernet size, search length and training of the
 derived genotype. A point (params, val_acc) is on or above the random front when no random
-genotype with at most as many parameters has a higher validation accuracy.
+genotype dominates it: none has at most as many parameters and at least its validation accuracy,
+one of the two strictly (until 2026-12-02 08:30 UTC an equally accurate random genotype with
+fewer parameters did not count). The same verdict on test accuracy is reported beside it
+(``*_on_or_above_test``), never used to choose anything.
 
 Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, chosen on
 validation data, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8 operations, the full
@@ -25,8 +28,10 @@ training split, search batch 64, first-order architecture steps, the complexity 
 the cells' largest parameter count (``complexity: relative``) with λ in [1e-2, 3e1], λ̃ drawn at
 an anchor of α(λ̃) plus jitter (``--lambda-sampling anchors --lambda-jitter 1``), architecture
 learning rate 0.03, fixed pivots of α(λ̃), 10 search epochs of which 3 warm-up epochs train the
-weights only (``--cc-epochs 10 --warmup 3``; DARTS and GDAS in ``front`` search ``--epochs``, 8),
-Gumbel temperature 1 → 0.28 over the search; each genotype trained from scratch as the
+weights only (``--cc-epochs 10 --warmup 3``; DARTS and GDAS in ``front`` search the same length,
+``--epochs 10 --oneshot-warmup 3``: ``configs/darts_digits_cpu.yaml`` and
+``configs/gdas_digits_cpu.yaml``; results before 2026-12-02 08:30 UTC ran them 8 epochs without
+warm-up), Gumbel temperature 1 → 0.28 over the search; each genotype trained from scratch as the
 ``train`` evaluator's defaults (Adam 3e-3, batch 64, 20 epochs, cosine), scored on the
 validation split. Results made before these defaults (files without ``lambda_sampling`` in
 their ``args``) ran ``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``.
@@ -36,6 +41,10 @@ their ``args``) ran ``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc
 ``front --reuse FILE`` takes each seed's random genotypes, DARTS and GDAS results from an
 earlier ``front`` result instead of training them again (they do not depend on DARTS-CC's
 options); it refuses (exit 2) a file made with another task, sizes, search length or training.
+``front --reuse FILE --rerun darts gdas`` does the opposite: it keeps each seed's random genotypes
+and DARTS-CC family from FILE and searches DARTS and / or GDAS again with this run's ``--epochs``,
+``--batch``, ``--arch-lr`` and ``--oneshot-warmup`` (FILE must match in task, sizes, number of
+random genotypes and their training only).
 
 Raw results go to ``--out`` (default ``benchmarks/results/darts_cc_<target>_<task>.json``,
 written after every seed; an existing file is never overwritten: exit 2), plots to the folder
@@ -416,7 +425,8 @@ def main() -> None:
                         help="summary: markdown tables of the results in --out")
     parser.add_argument("--task", default="digits")
     parser.add_argument("--C", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=8, help="search epochs")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="DARTS and GDAS search epochs (and DARTS-CC's when --cc-epochs 0)")
     parser.add_argument("--train-epochs", type=int, default=20)
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--pivots", default="fixed", choices=("learned", "fixed"))
@@ -440,7 +450,7 @@ def main() -> None:
                         help="DARTS-CC search epochs (0: --epochs, which DARTS and GDAS use)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="DARTS-CC search epochs that train the weights only")
-    parser.add_argument("--oneshot-warmup", type=int, default=0,
+    parser.add_argument("--oneshot-warmup", type=int, default=3,
                         help="DARTS and GDAS search epochs that train the weights only "
                              "(method option warmup_epochs; 0: DARTS's and GDAS's schedule)")
     parser.add_argument("--rerun", nargs="+", default=[], choices=("darts", "gdas"),

@@ -193,3 +193,68 @@ def test_benchmark_refuses_bad_rerun_options(tmp_path, monkeypatch, capsys, argv
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_cpu_presets_match_the_darts_cc_preset_and_the_benchmark(name):
+    # configs/<name>_digits_cpu.yaml: the search length and warm-up of the DARTS-CC preset and
+    # of benchmarks/darts_cc.py front's defaults for DARTS and GDAS
+    from nasforge.config import load_config
+
+    preset = load_config(ROOT / "configs" / f"{name}_digits_cpu.yaml")
+    cc = load_config(ROOT / "configs" / "darts_cc_digits_cpu.yaml")
+    method = registry.create("methods", name, **preset.method_options)
+    assert (method.epochs, method.warmup_epochs, method.arch_lr, method.batch_size) == (
+        cc.method_options["epochs"], cc.method_options["warmup_epochs"],
+        cc.method_options["arch_lr"], cc.method_options["batch_size"])
+    assert method.derive == "top2" and preset.space_options == cc.space_options
+    options = bench_module().one_shot_options(argparse.Namespace(
+        epochs=method.epochs, batch=64, arch_lr=0.03, oneshot_warmup=3))[name]
+    options.pop("plots")  # the benchmark draws its own
+    assert {k: getattr(method, k) for k in options} == options
+
+
+def retrain_module():
+    spec = importlib.util.spec_from_file_location("bench_front_retrain",
+                                                  ROOT / "benchmarks" / "front_retrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrain_regenerates_the_fronts_random_genotypes():
+    # benchmarks/front_retrain.py draws a seed's random genotypes again as the darts_cc method
+    # did (rng(seed, 0xDA7D)); their parameter counts are those of the committed 3-seed front
+    import numpy as np
+
+    from nasforge.core import derive_seed
+    from nasforge.cost import count_params
+    from nasforge.data import load_task
+    from nasforge.methods.darts_cc import random_genotypes
+
+    result = json.loads((ROOT / "benchmarks" / "results" /
+                         "darts_cc_front_digits_anchors.json").read_text())
+    space = DartsSpace(C=4, layers=3, nodes=4, allow_none=True)
+    task = load_task("digits", limit=600)
+    drawn = random_genotypes(10, space.ops, 4, "argmax",
+                             np.random.default_rng(derive_seed(2, 0xDA7D)))
+    params = [count_params(space.build(g, task)) for g, _ in drawn]
+    assert params == [int(p[0]) for p in result["per_seed"][2]["random"]]
+    assert params[7] == 7502  # the random genotype that beat DARTS's seed-2 genotype
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "7"], "no entry for seed 7"),
+    (["--train-seeds", "1"], "--train-seeds 1"),
+    (["--also", "missing.json"], "not a readable JSON file"),
+])
+def test_retrain_refuses_bad_input(tmp_path, monkeypatch, capsys, argv, message):
+    front = str(ROOT / "benchmarks" / "results" / "darts_cc_front_digits_anchors.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["front_retrain.py", "--front", front,
+                                      "--out", str(tmp_path / "x.json"), *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        retrain_module().main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()

@@ -1,0 +1,165 @@
+"""How much of the target-2 verdict is training noise: retrain the genotypes of one seed of a
+``benchmarks/darts_cc.py front`` result with several training seeds (issue 10, target 2).
+
+    python benchmarks/front_retrain.py --front benchmarks/results/darts_cc_front_digits_oneshot_w3.json \\
+        --also benchmarks/results/darts_cc_front_digits_anchors.json --seed 2 --train-seeds 5
+
+The front's protocol trains every genotype once (one training seed) and scores it by its best
+validation accuracy over the epochs (180 validation rows on digits with ``--limit 600``: one row
+is 0.0056). This script trains the same genotypes — the seed's 10 random genotypes (regenerated
+exactly as the ``darts_cc`` method draws them, ``random_genotypes(..., rng(seed, 0xDA7D))``, and
+checked against the parameter counts in the file), DARTS's and GDAS's genotypes of ``--front``
+and of every ``--also`` file, and with ``--family`` the DARTS-CC family — with ``--train-seeds``
+training seeds each, the same seeds for every genotype, with the front's training (the ``train``
+evaluator, ``--train-epochs`` epochs, batch ``--train-batch``). It reports each genotype's mean
+and standard deviation of validation and test accuracy, and whether DARTS's and GDAS's mean
+lies on or above the front of the random genotypes' means (validation; test reported).
+Nothing here is chosen: it measures.
+
+Results go to ``--out`` (default ``benchmarks/results/front_retrain_<task>_seed<seed>.json``,
+written after every genotype; an existing file is never overwritten: exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def front_module() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_darts_cc", HERE / "darts_cc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def fail(message: str) -> None:
+    print(f"front_retrain.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_front(path: Path, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: not a readable JSON file ({exc}); expected a darts_cc.py front result")
+    if not isinstance(result, dict) or result.get("args", {}).get("target") != "front":
+        fail(f"{path}: not a darts_cc.py front result")
+    entry = {e["seed"]: e for e in result.get("per_seed", [])}.get(seed)
+    if entry is None:
+        fail(f"{path}: no entry for seed {seed}; seeds there: "
+             f"{[e['seed'] for e in result.get('per_seed', [])]}")
+    return result, entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--front", type=Path, required=True, help="a darts_cc.py front result")
+    parser.add_argument("--also", type=Path, nargs="*", default=[],
+                        help="more front results (same task and training) whose DARTS and GDAS "
+                             "genotypes to retrain too")
+    parser.add_argument("--seed", type=int, default=2, help="the front's seed to retrain")
+    parser.add_argument("--train-seeds", type=int, default=5)
+    parser.add_argument("--family", action="store_true", help="retrain the DARTS-CC family too")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.train_seeds < 2:
+        fail(f"--train-seeds {args.train_seeds}; expected at least 2 (a spread needs two)")
+    result, entry = read_front(args.front, args.seed)
+    fargs = result["args"]
+    for other in args.also:
+        oargs = read_front(other, args.seed)[0]["args"]
+        for key in ("task", "C", "limit", "train_epochs", "train_batch"):
+            if oargs.get(key) != fargs.get(key):
+                fail(f"--also {other}: made with {key} = {oargs.get(key)!r}, --front with "
+                     f"{fargs.get(key)!r}; expected the same task and training")
+    out = args.out or HERE / "results" / f"front_retrain_{fargs['task']}_seed{args.seed}.json"
+    if out.exists():
+        fail(f"--out {out} exists; expected a new file (results are never overwritten)")
+    torch.set_num_threads(args.threads)
+
+    from nasforge.core import derive_seed
+    from nasforge.data import load_task
+    from nasforge.evaluators.train import TrainEvaluator
+    from nasforge.methods.darts_cc import random_genotypes
+    from nasforge.spaces.darts import DartsSpace
+
+    bench = front_module()
+    space = DartsSpace(C=fargs["C"], layers=3, nodes=4, allow_none=True)
+    task = load_task(fargs["task"], seed=args.seed,
+                     **({"limit": fargs["limit"]} if fargs.get("limit") else {}))
+    evaluator = TrainEvaluator(epochs=fargs["train_epochs"], batch_size=fargs["train_batch"],
+                               measure_latency=False)
+    genotypes: list[tuple[str, str, list[float]]] = []  # (label, text, the front's point)
+    rng = np.random.default_rng(derive_seed(args.seed, 0xDA7D))
+    drawn = random_genotypes(fargs["random"], space.ops, space.nodes, fargs["derive"], rng)
+    for i, ((geno, _), point) in enumerate(zip(drawn, entry["random"])):
+        genotypes.append((f"random{i}", str(geno), point))
+    for path in [args.front, *args.also]:
+        e = read_front(path, args.seed)[1]
+        for method in ("darts", "gdas"):
+            for text, point in zip(e.get(f"{method}_genotype", []), e.get(method, [])):
+                genotypes.append((f"{method}@{path.stem}", text, point))
+    if args.family:
+        for lt, text, p in zip(entry["lambda_tilde"], entry["genotypes"], entry["family"]):
+            genotypes.append((f"family{lt}", text, p))
+    seeds = [derive_seed(args.seed, 0x5EED, k) for k in range(args.train_seeds)]
+    rows: list[dict[str, Any]] = []
+    report = {"args": {k: [str(x) for x in v] if isinstance(v, list) else
+                       str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "front_args": fargs, "train_seeds": seeds, "rows": rows,
+              "date": datetime.now(timezone.utc).isoformat()}
+    done: dict[str, dict[str, Any]] = {}
+    for label, text, point in genotypes:
+        if text in done:  # the same genotype under another label: trained once
+            rows.append({**done[text], "label": label, "front_point": point})
+            continue
+        arch = space.parse(text)
+        vals, tests, params, cpu = [], [], None, time.process_time()
+        for s in seeds:
+            r = evaluator.evaluate(arch, space, task, seed=s, workdir=None)
+            if r.status != "ok":
+                fail(f"{label}: training failed ({r.reason})")
+            vals.append(r.metrics["val_acc"])
+            tests.append(r.metrics["test_acc"])
+            params = r.cost["params"]
+        if int(params) != int(point[0]):
+            fail(f"{label}: {int(params)} parameters, the front file says {int(point[0])}; "
+                 "expected the same genotype (another space or code version?)")
+        row = {"label": label, "genotype": text, "params": params, "front_point": point,
+               "val": vals, "test": tests, "val_mean": statistics.mean(vals),
+               "val_sd": statistics.stdev(vals), "test_mean": statistics.mean(tests),
+               "test_sd": statistics.stdev(tests), "cpu_seconds": time.process_time() - cpu}
+        done[text] = row
+        rows.append(row)
+        print(f"{label:28s} {int(params):6d}  val {row['val_mean']:.3f} ± {row['val_sd']:.3f} "
+              f"(front {point[1]:.3f})  test {row['test_mean']:.3f} ± {row['test_sd']:.3f} "
+              f"(front {point[2]:.3f})", flush=True)
+        bench.save(out, report)
+    randoms = [[r["params"], r["val_mean"], r["test_mean"]] for r in rows
+               if r["label"].startswith("random")]
+    report["mean_front"] = {
+        r["label"]: {"val": bench.on_or_above([r["params"], r["val_mean"], r["test_mean"]],
+                                              randoms),
+                     "test": bench.on_or_above([r["params"], r["val_mean"], r["test_mean"]],
+                                               randoms, 2)}
+        for r in rows if not r["label"].startswith("random")}
+    bench.save(out, report)
+    print(json.dumps(report["mean_front"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
