@@ -22,19 +22,22 @@ one of the two strictly (until 2026-12-02 08:30 UTC an equally accurate random g
 fewer parameters did not count). The same verdict on test accuracy is reported beside it
 (``*_on_or_above_test``), never used to choose anything.
 
-Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, chosen on
-validation data, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8 operations, the full
-training split, search batch 64, first-order architecture steps, the complexity term relative to
-the cells' largest parameter count (``complexity: relative``) with λ in [1e-2, 3e1], λ̃ drawn at
-an anchor of α(λ̃) plus jitter (``--lambda-sampling anchors --lambda-jitter 1``), architecture
-learning rate 0.03, fixed pivots of α(λ̃), 10 search epochs of which 3 warm-up epochs train the
-weights only (``--cc-epochs 10 --warmup 3``; DARTS and GDAS in ``front`` search the same length,
-``--epochs 10 --oneshot-warmup 3``: ``configs/darts_digits_cpu.yaml`` and
-``configs/gdas_digits_cpu.yaml``; results before 2026-12-02 08:30 UTC ran them 8 epochs without
-warm-up), Gumbel temperature 1 → 0.28 over the search; each genotype trained from scratch as the
-``train`` evaluator's defaults (Adam 3e-3, batch 64, 20 epochs, cosine), scored on the
-validation split. Results made before these defaults (files without ``lambda_sampling`` in
-their ``args``) ran ``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``.
+Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, chosen on the
+search's behaviour on the training split, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8
+operations, the full training split, first-order architecture steps, the complexity term
+relative to the cells' largest parameter count (``complexity: relative``) with λ in [3e-2, 1e1],
+λ̃ drawn at an anchor of α(λ̃) plus jitter (``--lambda-sampling anchors --lambda-jitter 1``),
+architecture learning rate 0.03, fixed pivots of α(λ̃), DARTS-CC search batch 128 with
+architecture batch 512 and weights' learning rate 0.1 (``--cc-batch 128 --arch-batch 512 --lr
+0.1``), 20 search epochs of which 10 warm-up epochs train the weights only (``--cc-epochs 20
+--warmup 10``; DARTS and GDAS in ``front`` search ``--epochs 10 --oneshot-warmup 3`` at
+``--batch``: ``configs/darts_digits_cpu.yaml`` and ``configs/gdas_digits_cpu.yaml``; results
+before 2026-12-02 08:30 UTC ran them 8 epochs without warm-up), Gumbel temperature 1 → 0.24
+over the search; each genotype trained from scratch as the ``train``
+evaluator's defaults (Adam 3e-3, batch 64, 20 epochs, cosine), scored on the validation split.
+Results made before these defaults: files without ``cc_batch`` in their ``args`` ran ``--lr
+0.025`` with the search batch ``--batch`` for both steps; files without ``lambda_sampling`` ran
+``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``.
 ``--reference`` switches the DARTS-CC options back to the reference's (raw parameter count,
 λ in [1e-8, 1e-4], arch lr 1e-3, second order, learned pivots, uniform λ̃, no warm-up).
 
@@ -70,9 +73,13 @@ from nasforge.config import make_config
 from nasforge.run.rundir import Run
 
 REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "arch_lr": 1e-3,
-             "order": 2, "pivots": "learned", "lambda_sampling": "uniform", "warmup_epochs": 0}
+             "order": 2, "pivots": "learned", "lambda_sampling": "uniform", "warmup_epochs": 0,
+             "lr": 0.025, "arch_batch_size": None}
 #: the arguments that fix the random genotypes and their training, and DARTS's and GDAS's runs:
 #: a ``front`` result may be reused (``--reuse``) only when they are the same
+#: the CPU preset's DARTS-CC search batch, architecture batch and weights' learning rate
+#: (``configs/darts_cc_digits_cpu.yaml``)
+CC_BATCH, ARCH_BATCH, WEIGHT_LR = 128, 512, 0.1
 REUSE_KEYS = ("task", "C", "epochs", "train_epochs", "train_batch", "random", "derive", "limit",
               "batch", "arch_lr", "oneshot_warmup")
 #: what fixes the random genotypes and their training alone: ``--rerun`` (DARTS and / or GDAS
@@ -131,7 +138,9 @@ def config(args: argparse.Namespace, seed: int, method: str, options: dict[str, 
 
 def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any]:
     epochs = args.cc_epochs or args.epochs
-    options = {"epochs": epochs, "batch_size": args.batch, "random_baseline": random,
+    batch = args.cc_batch or args.batch
+    options = {"epochs": epochs, "batch_size": batch, "arch_batch_size": args.arch_batch or batch,
+               "lr": args.lr, "random_baseline": random,
                "tau_decay": 0.8 / epochs, "tau_min": 0.2, "arch_lr": args.arch_lr,
                "derive": args.derive, "lambda_min": args.lambda_min,
                "lambda_max": args.lambda_max, "complexity": args.complexity,
@@ -419,7 +428,8 @@ def save(out: Path, result: dict[str, Any]) -> None:
     tmp.replace(out)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; its defaults are the CPU preset."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=("family", "front", "summary"),
                         help="summary: markdown tables of the results in --out")
@@ -440,15 +450,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="cap the training split")
     parser.add_argument("--batch", type=int, default=64, help="search batch size")
-    parser.add_argument("--lambda-min", type=float, default=1e-2)
-    parser.add_argument("--lambda-max", type=float, default=3e1)
+    parser.add_argument("--lambda-min", type=float, default=3e-2)
+    parser.add_argument("--lambda-max", type=float, default=1e1)
     parser.add_argument("--lambda-sampling", default="anchors", choices=("uniform", "anchors"),
                         help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
     parser.add_argument("--lambda-jitter", type=float, default=1.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
-    parser.add_argument("--cc-epochs", type=int, default=10,
+    parser.add_argument("--cc-epochs", type=int, default=20,
                         help="DARTS-CC search epochs (0: --epochs, which DARTS and GDAS use)")
-    parser.add_argument("--warmup", type=int, default=3,
+    parser.add_argument("--warmup", type=int, default=10,
                         help="DARTS-CC search epochs that train the weights only")
     parser.add_argument("--oneshot-warmup", type=int, default=3,
                         help="DARTS and GDAS search epochs that train the weights only "
@@ -457,13 +467,29 @@ def main() -> None:
                         help="front, with --reuse: take each seed's random genotypes and DARTS-CC "
                              "family from the reused result and search these methods again with "
                              "this run's options (--epochs, --batch, --arch-lr, --oneshot-warmup)")
+    parser.add_argument("--cc-batch", type=int, default=CC_BATCH,
+                        help="DARTS-CC search batch (weight steps; 0: --batch, which DARTS and "
+                             "GDAS use)")
+    parser.add_argument("--arch-batch", type=int, default=ARCH_BATCH,
+                        help="DARTS-CC architecture-step batch (0: the DARTS-CC search batch)")
+    parser.add_argument("--lr", type=float, default=WEIGHT_LR,
+                        help="DARTS-CC weights' learning rate (SGD; the reference's is 0.025)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="front: take the random genotypes, DARTS and GDAS of each seed "
                              "from this earlier front result (same task, sizes, training)")
     parser.add_argument("--reference", action="store_true",
                         help="DARTS-CC's reference unit, λ range, arch lr, order, sampling")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (never overwritten)")
-    args = parser.parse_args()
+    return parser
+
+
+def main_defaults() -> dict[str, Any]:
+    """The command line's defaults (the CPU preset) as a dict (``benchmarks/darts_cc_probe.py``)."""
+    return vars(build_parser().parse_args(["family"]))
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.target == "summary":
         if args.out is None or not args.out.is_file():
             print(f"darts_cc.py: summary needs --out FILE, the results of a run; got "

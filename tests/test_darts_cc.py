@@ -251,7 +251,9 @@ def test_options_are_checked():
     preset = registry.create("methods", "darts_cc", **cpu.method_options)
     assert (preset.complexity, preset.lambda_min, preset.lambda_max, preset.pivots,
             preset.lambda_sampling, preset.warmup_epochs) \
-        == ("relative", 1e-2, 30.0, "fixed", "anchors", 3)
+        == ("relative", 3e-2, 10.0, "fixed", "anchors", 10)
+    assert (preset.lr, preset.batch_size, preset.arch_batch_size) == (0.1, 128, 512)
+    assert (ref.lr, ref.arch_batch_size) == (0.025, ref.batch_size)
     assert (ref.lambda_sampling, ref.warmup_epochs) == ("uniform", 0)
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)
 
@@ -345,6 +347,24 @@ def test_warmup_epochs_train_the_weights_only(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(initial.hyper.parameters(), full.hyper.parameters()))
     with pytest.raises(ConfigError, match="warmup_epochs"):
         DartsCC(epochs=2, warmup_epochs=2)
+
+
+def test_arch_batch_size_sets_the_architecture_steps_batch(tmp_path):
+    # 16 generated rows: 8 weight rows at batch 4 (2 steps per epoch), 8 architecture rows;
+    # every training-mode forward records its batch: weight steps see 4, architecture steps 8
+    # (the default: batch_size for both, the reference's)
+    assert DartsCC(batch_size=4).arch_batch_size == 4
+    method = DartsCC(epochs=2, batch_size=4, arch_batch_size=8, order=1, pivots="fixed",
+                     warmup_epochs=1)
+    model, engine, _, data = method.build(_context())
+    seen: list[int] = []
+    model.register_forward_pre_hook(
+        lambda module, args: seen.append(int(args[0].shape[0])) if module.training else None)
+    engine.fit(data, checkpoint=tmp_path / "c.pt")
+    # epoch 1 (warm-up): two weight steps; epoch 2: per step an architecture then a weight step
+    assert seen == [4, 4, 8, 4, 8, 4]
+    with pytest.raises(ConfigError, match="arch_batch_size"):
+        DartsCC(arch_batch_size=0)
 
 
 # --------------------------------------------------------------------------------------------

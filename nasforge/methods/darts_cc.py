@@ -42,9 +42,11 @@ complexity term divided by the cells' largest possible parameter count), ``pivot
 α(λ̃) plus ``lambda_jitter`` times the anchors' spacing, clipped to [0, 1]: every anchor, the
 family's ends included, gets the same share of the architecture gradient; the reference's
 uniform λ̃ gives the end anchors half of an inner one's), ``warmup_epochs`` (the first epochs
-train the weights only), ``lambda_classifier`` (the reference's λ-conditioned final
-classifier, ``LambdaLinear``, in the search); ``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale
-preset.
+train the weights only), ``arch_batch_size`` (the architecture steps' batch, by default
+``batch_size``: a larger one averages the noise of the architecture gradient, which at few
+steps decides the argmax of a nearly flat α), ``lambda_classifier`` (the reference's
+λ-conditioned final classifier, ``LambdaLinear``, in the search);
+``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale preset.
 
 Budget: the method's trials are fixed by its options (family and random baseline); the run's
 trial budget is not consulted.
@@ -251,6 +253,7 @@ class DartsCC(Method):
                  pivots: Literal["learned", "fixed"] = "learned", lambda_classifier: bool = False,
                  lambda_sampling: Literal["uniform", "anchors"] = "uniform",
                  lambda_jitter: float = 1.0, warmup_epochs: int = 0,
+                 arch_batch_size: int | None = None,
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -262,6 +265,8 @@ class DartsCC(Method):
         positive_int("hidden", hidden)
         positive_int("random_baseline", random_baseline, 0)
         positive_int("warmup_epochs", warmup_epochs, 0)
+        if arch_batch_size is not None:
+            positive_int("arch_batch_size", arch_batch_size)
         if warmup_epochs >= epochs:
             raise ConfigError(f"darts_cc: warmup_epochs = {warmup_epochs}; expected fewer than "
                               f"epochs = {epochs} (the architecture would never be trained)")
@@ -317,6 +322,7 @@ class DartsCC(Method):
         self.complexity, self.pivots = complexity, pivots
         self.lambda_sampling, self.lambda_jitter = lambda_sampling, float(lambda_jitter)
         self.warmup_epochs = warmup_epochs
+        self.arch_batch_size = batch_size if arch_batch_size is None else arch_batch_size
         if not isinstance(lambda_classifier, bool):
             raise ConfigError(f"darts_cc: lambda_classifier = {lambda_classifier!r}; expected "
                               "true or false")
@@ -372,12 +378,15 @@ class DartsCC(Method):
                               hyperloss(table, complexity_scale(table, self.complexity)),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),
-                     WarmBilevel(architect, (x[arch_idx], y[arch_idx]), self.batch_size,
+                     WarmBilevel(architect, (x[arch_idx], y[arch_idx]), self.arch_batch_size,
                                  warmup=self.warmup_epochs)]
         config = TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
                              weight_decay=self.weight_decay, batch_size=self.batch_size,
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
-                             amp=False)
+                             amp=False,
+                             # whole batches of either step (an architecture batch split into
+                             # chunks would repeat the step's Gumbel noise in every chunk)
+                             max_chunk=max(self.batch_size, self.arch_batch_size))
         engine = Engine(model, config, seed=ctx.seed, device=self.device,
                         optimizers={"weights": weights_opt, "alpha": alpha_opt},
                         step_optimizers=("weights",), schedulers={"weights": schedule},
@@ -405,6 +414,7 @@ class DartsCC(Method):
                 "search_cpu_seconds_this_process": cpu,
                 "complexity": self.complexity, "lambda_sampling": self.lambda_sampling,
                 "lambda_jitter": self.lambda_jitter, "warmup_epochs": self.warmup_epochs,
+                "batch_size": self.batch_size, "arch_batch_size": self.arch_batch_size,
                 "complexity_scale": complexity_scale(table, self.complexity),
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
@@ -418,7 +428,8 @@ class DartsCC(Method):
         else:
             state = loaded[1]
         optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale",
-                    "lambda_sampling", "lambda_jitter", "warmup_epochs")
+                    "lambda_sampling", "lambda_jitter", "warmup_epochs", "batch_size",
+                    "arch_batch_size")
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
             "search_seconds", "epochs", "order", "supernet_params", "arch_loss")
