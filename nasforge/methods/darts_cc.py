@@ -147,28 +147,6 @@ class LambdaSchedule(Callback):
                      train_loss=logs.get("train_loss")))
 
 
-class WarmBilevel(Bilevel):
-    """``Bilevel`` without architecture steps in the first ``warmup`` epochs: the weights train
-    alone (mixed by the Gumbel weights of α(λ̃) at its initial, near-uniform value), so that the
-    operations with parameters are trained before α compares them with the parameter-free ones
-    (whose early advantage otherwise wins at every λ, DARTS's known early preference). The
-    architecture loss of a warm-up epoch is recorded as ``None``."""
-
-    def __init__(self, *args: Any, warmup: int = 0, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.warmup = warmup
-
-    def on_step_start(self, engine: Engine) -> None:
-        if engine.epoch > self.warmup:
-            super().on_step_start(engine)
-
-    def on_epoch_end(self, engine: Engine, logs: dict[str, float]) -> None:
-        if engine.epoch > self.warmup:
-            super().on_epoch_end(engine, logs)
-        else:
-            engine.state.setdefault("arch_loss", []).append(None)
-
-
 def hyperloss(table: dict[str, torch.Tensor], scale: float = 1.0
               ) -> Callable[[nn.Module, tuple], torch.Tensor]:
     """The architecture loss: cross-entropy plus λ times the expected parameter count divided
@@ -378,8 +356,8 @@ class DartsCC(Method):
                               hyperloss(table, complexity_scale(table, self.complexity)),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),
-                     WarmBilevel(architect, (x[arch_idx], y[arch_idx]), self.arch_batch_size,
-                                 warmup=self.warmup_epochs)]
+                     Bilevel(architect, (x[arch_idx], y[arch_idx]), self.arch_batch_size,
+                             warmup=self.warmup_epochs)]
         config = TrainConfig(optimizer="sgd", lr=self.lr, momentum=self.momentum,
                              weight_decay=self.weight_decay, batch_size=self.batch_size,
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
