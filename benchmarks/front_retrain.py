@@ -16,6 +16,12 @@ and standard deviation of validation and test accuracy, and whether DARTS's and 
 lies on or above the front of the random genotypes' means (validation; test reported).
 Nothing here is chosen: it measures.
 
+``--reuse FILE ...`` takes genotypes already retrained in earlier results of this script instead
+of training them again (matched by genotype text; for example the random genotypes, DARTS and
+GDAS when retraining a new DARTS-CC family). A reused file must have been made with the same
+training: the same seed, the same training seeds, and the same task, C, row limit, training
+epochs and batch; otherwise the script stops with exit 2 before training anything.
+
 Results go to ``--out`` (default ``benchmarks/results/front_retrain_<task>_seed<seed>.json``,
 written after every genotype; an existing file is never overwritten: exit 2).
 """
@@ -64,6 +70,34 @@ def read_front(path: Path, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return result, entry
 
 
+TRAINING_KEYS = ("task", "C", "limit", "train_epochs", "train_batch")
+
+
+def read_reuse(path: Path, seed: int, seeds: list[int],
+               fargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier result of this script, by genotype text, after checking that they
+    were trained as this run trains (same seed, training seeds and training settings)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"--reuse {path}: not a readable JSON file ({exc}); expected a front_retrain.py "
+             "result")
+    if not isinstance(earlier, dict) or not {"rows", "train_seeds", "front_args"} <= set(earlier):
+        fail(f"--reuse {path}: not a front_retrain.py result (expected keys rows, train_seeds, "
+             "front_args)")
+    if earlier.get("args", {}).get("seed") != seed:
+        fail(f"--reuse {path}: made for seed {earlier.get('args', {}).get('seed')!r}, this run "
+             f"retrains seed {seed}; expected the same seed")
+    if earlier["train_seeds"] != seeds:
+        fail(f"--reuse {path}: trained with training seeds {earlier['train_seeds']}, this run "
+             f"with {seeds}; expected the same training seeds (same --seed and --train-seeds)")
+    for key in TRAINING_KEYS:
+        if earlier["front_args"].get(key) != fargs.get(key):
+            fail(f"--reuse {path}: trained with {key} = {earlier['front_args'].get(key)!r}, "
+                 f"--front with {fargs.get(key)!r}; expected the same training")
+    return {row["genotype"]: row for row in earlier["rows"] if "val" in row}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--front", type=Path, required=True, help="a darts_cc.py front result")
@@ -73,6 +107,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2, help="the front's seed to retrain")
     parser.add_argument("--train-seeds", type=int, default=5)
     parser.add_argument("--family", action="store_true", help="retrain the DARTS-CC family too")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[],
+                        help="earlier results of this script (same seed and training) whose "
+                             "retrained genotypes to take instead of training them again")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -82,16 +119,22 @@ def main() -> None:
     fargs = result["args"]
     for other in args.also:
         oargs = read_front(other, args.seed)[0]["args"]
-        for key in ("task", "C", "limit", "train_epochs", "train_batch"):
+        for key in TRAINING_KEYS:
             if oargs.get(key) != fargs.get(key):
                 fail(f"--also {other}: made with {key} = {oargs.get(key)!r}, --front with "
                      f"{fargs.get(key)!r}; expected the same task and training")
+    from nasforge.core import derive_seed
+
+    seeds = [derive_seed(args.seed, 0x5EED, k) for k in range(args.train_seeds)]
+    reused: dict[str, dict[str, Any]] = {}
+    for path in args.reuse:
+        for text, row in read_reuse(path, args.seed, seeds, fargs).items():
+            reused.setdefault(text, {**row, "reused_from": str(path)})
     out = args.out or HERE / "results" / f"front_retrain_{fargs['task']}_seed{args.seed}.json"
     if out.exists():
         fail(f"--out {out} exists; expected a new file (results are never overwritten)")
     torch.set_num_threads(args.threads)
 
-    from nasforge.core import derive_seed
     from nasforge.data import load_task
     from nasforge.evaluators.train import TrainEvaluator
     from nasforge.methods.darts_cc import random_genotypes
@@ -116,7 +159,6 @@ def main() -> None:
     if args.family:
         for lt, text, p in zip(entry["lambda_tilde"], entry["genotypes"], entry["family"]):
             genotypes.append((f"family{lt}", text, p))
-    seeds = [derive_seed(args.seed, 0x5EED, k) for k in range(args.train_seeds)]
     rows: list[dict[str, Any]] = []
     report = {"args": {k: [str(x) for x in v] if isinstance(v, list) else
                        str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -126,6 +168,16 @@ def main() -> None:
     for label, text, point in genotypes:
         if text in done:  # the same genotype under another label: trained once
             rows.append({**done[text], "label": label, "front_point": point})
+            continue
+        if text in reused:  # trained with the same seeds and settings by an earlier run
+            row = {**reused[text], "label": label, "front_point": point}
+            if int(row["params"]) != int(point[0]):
+                fail(f"{label}: {int(row['params'])} parameters in {row['reused_from']}, the "
+                     f"front file says {int(point[0])}; expected the same genotype")
+            done[text] = row
+            rows.append(row)
+            print(f"{label:28s} {int(row['params']):6d}  val {row['val_mean']:.3f} ± "
+                  f"{row['val_sd']:.3f}  reused from {row['reused_from']}", flush=True)
             continue
         arch = space.parse(text)
         vals, tests, params, cpu = [], [], None, time.process_time()
@@ -157,8 +209,17 @@ def main() -> None:
                      "test": bench.on_or_above([r["params"], r["val_mean"], r["test_mean"]],
                                                randoms, 2)}
         for r in rows if not r["label"].startswith("random")}
+    family = [v for k, v in report["mean_front"].items() if k.startswith("family")]
+    if family:
+        report["family_on_or_above"] = {"val": sum(v["val"] for v in family),
+                                        "test": sum(v["test"] for v in family),
+                                        "of": len(family)}
     bench.save(out, report)
     print(json.dumps(report["mean_front"], indent=1))
+    if family:
+        print(f"family on or above the front of the random means: "
+              f"{report['family_on_or_above']['val']} of {len(family)} (validation), "
+              f"{report['family_on_or_above']['test']} (test)")
 
 
 if __name__ == "__main__":

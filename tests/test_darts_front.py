@@ -262,3 +262,67 @@ def test_retrain_refuses_bad_input(tmp_path, monkeypatch, capsys, argv, message)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def run_retrain(monkeypatch, tmp_path, argv):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["front_retrain.py", *argv])
+    retrain_module().main()
+
+
+def test_retrain_reuse_takes_earlier_rows_without_training(tmp_path, monkeypatch, capsys):
+    # every genotype of seed 0 (random, DARTS, GDAS) is in the committed 5-seed retrain result,
+    # so --reuse trains nothing and gives back the same rows and verdicts
+    from nasforge.evaluators.train import TrainEvaluator
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a genotype that --reuse holds")
+
+    monkeypatch.setattr(TrainEvaluator, "evaluate", no_training)
+    results = ROOT / "benchmarks" / "results"
+    earlier = json.loads((results / "front_retrain_digits_seed0.json").read_text())
+    out = tmp_path / "again.json"
+    run_retrain(monkeypatch, tmp_path, [
+        "--front", str(results / "darts_cc_front_digits_oneshot_w3.json"),
+        "--also", str(results / "darts_cc_front_digits_anchors.json"), "--seed", "0",
+        "--reuse", str(results / "front_retrain_digits_seed0.json"), "--out", str(out)])
+    again = json.loads(out.read_text())
+    assert [(r["label"], r["val"], r["test"]) for r in again["rows"]] == \
+        [(r["label"], r["val"], r["test"]) for r in earlier["rows"]]
+    assert all(r["reused_from"].endswith("front_retrain_digits_seed0.json")
+               for r in again["rows"])
+    assert again["mean_front"] == earlier["mean_front"]
+    # the preset's DARTS genotype: 0.963 mean, below the 10,834-parameter random's 0.964
+    assert again["mean_front"]["darts@darts_cc_front_digits_oneshot_w3"] == \
+        {"val": False, "test": True}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train_epochs": 5}, "trained with train_epochs = 5, --front with 10"),
+    ({"limit": None}, "trained with limit = None"),
+    ({"seed": 1}, "made for seed 1, this run retrains seed 0"),
+    ({"train_seeds": [1, 2, 3, 4, 5]}, "expected the same training seeds"),
+    ({"rows": None}, "not a front_retrain.py result"),
+])
+def test_retrain_reuse_refuses_other_training(tmp_path, monkeypatch, capsys, change, message):
+    # a reused result made with other training settings (edited copies of the committed one)
+    # stops the run with one line and exit 2, before anything is written
+    results = ROOT / "benchmarks" / "results"
+    earlier = json.loads((results / "front_retrain_digits_seed0.json").read_text())
+    for key, value in change.items():
+        if key in earlier["front_args"]:
+            earlier["front_args"][key] = value
+        elif key == "seed":
+            earlier["args"]["seed"] = value
+        elif value is None:
+            del earlier[key]
+        else:
+            earlier[key] = value
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit) as exit_info:
+        run_retrain(monkeypatch, tmp_path, [
+            "--front", str(results / "darts_cc_front_digits_oneshot_w3.json"), "--seed", "0",
+            "--reuse", str(tmp_path / "earlier.json"), "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
