@@ -492,6 +492,9 @@ def main() -> None:
     """Entry point: run the CLI, printing user mistakes as one message (exit status 2)."""
     _warnings_as_lines()
     _show_library_notes()
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        # progress lines reach a log file or a pipe (`| tee`) as they are printed
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         app()
     except NasforgeError as exc:

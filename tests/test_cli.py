@@ -146,3 +146,15 @@ def test_run_summary_names_the_budget_only_for_methods_that_search_with_a_strate
     assert halving.startswith("method sequential_halving, random search") and "12 trials" in halving
     darts = _run_summary(load_config(None, {"method": "darts", "space": "darts", "budget": 12}))
     assert darts == "method darts over darts on digits, evaluator train"
+
+
+def test_piped_output_is_line_buffered():
+    """Progress lines reach a pipe or a log file as they are printed (block-buffered stdout
+    held every trial line of a 30-trial search until the buffer filled)."""
+    code = ("import sys\nsys.argv = ['nasforge', '--help']\nfrom nasforge import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('line_buffering', sys.stdout.line_buffering, file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert "line_buffering True" in out.stderr, out.stderr
