@@ -30,12 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 OPS = ["max_pool_3x3", "skip_connect", "sep_conv_3x3"]
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def bench_module():
-    spec = importlib.util.spec_from_file_location("bench_darts_cc_front",
-                                                  ROOT / "benchmarks" / "darts_cc.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return benchmark_script("darts_cc")
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +223,7 @@ def test_cpu_presets_match_the_darts_cc_preset_and_the_benchmark(name):
 
 
 def retrain_module():
-    spec = importlib.util.spec_from_file_location("bench_front_retrain",
-                                                  ROOT / "benchmarks" / "front_retrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("front_retrain")
 
 
 def test_retrain_regenerates_the_fronts_random_genotypes():
