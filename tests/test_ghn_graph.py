@@ -121,6 +121,18 @@ def test_fx_and_autograd_agree():
         assert a == b, type(model).__name__
 
 
+def test_graph_inside_a_callers_inference_mode_is_the_autograd_graph():
+    """Inside torch.inference_mode() autograd records nothing; the graph is built outside it
+    (before, auto fell back to fx without a word), also from an inference-tensor input."""
+    model = ResNet()
+    ref = build_graph(model, (3, 16, 16))
+    with torch.inference_mode():
+        inside = build_graph(model, (3, 16, 16))
+        from_tensor = build_graph(model, torch.randn(1, 3, 16, 16))
+    assert inside.meta["method"] == from_tensor.meta["method"] == "autograd"
+    assert inside == ref and from_tensor == ref
+
+
 def test_mobilenet_style_depthwise_dilated_and_squeeze():
     model = MobileNet()
     g = build_graph(model, (3, 16, 16), method="autograd")

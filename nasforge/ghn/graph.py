@@ -1059,6 +1059,14 @@ def build_graph(model: nn.Module, example_input: Any = None, *, method: str = "a
     else:
         raise ConfigError(f"ghn graph: example input {example_input!r:.80}; expected a tensor, a "
                           "tuple of tensors or an input shape of integers")
+    # a caller's torch.inference_mode() would hide the autograd graph (and make the example
+    # input an inference tensor): the graph is built outside it
+    with torch.inference_mode(False):
+        return _build(model, inputs, method, allow_unused)
+
+
+def _build(model: nn.Module, inputs: list[torch.Tensor], method: str, allow_unused: bool
+           ) -> Graph:
     inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
     named = _named(model)
     restore = _to_eval(model, named[1])
