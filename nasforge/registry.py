@@ -35,6 +35,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "darts": "nasforge.spaces.darts",
         "enas_macro": "nasforge.spaces.enas_macro",
         "enas_rnn": "nasforge.spaces.enas_rnn",
+        "cell": "nasforge.spaces.cell",
     },
     "strategies": {
         "random": "nasforge.strategies.random",
