@@ -46,6 +46,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "optuna": "nasforge.strategies.optuna",
         "bananas": "nasforge.strategies.bananas",
         "predictor_evolution": "nasforge.strategies.bananas",
+        "progressive": "nasforge.strategies.progressive",
     },
     "evaluators": {
         "train": "nasforge.evaluators.train",

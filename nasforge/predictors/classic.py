@@ -103,28 +103,46 @@ class FlopsBaseline(_CostBaseline):
 
 @register("predictors", "svr")
 class SVRPredictor(Predictor):
-    """RBF support-vector regression on operation counts (+ log params and log FLOPs when
+    """RBF support-vector regression on hand features (+ log params and log FLOPs when
     ``cost_features``; off by default: building every network to count
-    its FLOPs costs about a second per architecture on a busy CPU), features and targets standardised (POPNASv3's time predictor)."""
+    its FLOPs costs about a second per architecture on a busy CPU), features and targets
+    standardised (POPNASv3's time predictor).
+
+    The hand features are the space's own ``time_features(arch, op_scores)`` where it has them
+    (the ``cell`` space: POPNASv3's nine features, ``op_scores`` the per-operator time scores
+    the ``progressive`` strategy measures), else the count of each operation in
+    ``space.graph(arch)``."""
 
     name = "svr"
 
     def __init__(self, *, seed: int = 0, C: float = 1.0, epsilon: float = 0.1,
                  cost_features: bool = False, input_shape: list[int] = [3, 32, 32],  # noqa: B006
-                 num_classes: int = 10, canonical: bool = False):
+                 num_classes: int = 10, canonical: bool = False,
+                 op_scores: dict[str, float] | None = None):
         super().__init__(seed=seed, canonical=canonical)
         if not (C > 0 and epsilon >= 0):
             raise ConfigError(f"svr: C = {C!r}, epsilon = {epsilon!r}; expected C > 0 and "
                               "epsilon >= 0")
         self.C, self.epsilon, self.cost_features = float(C), float(epsilon), cost_features
         self.cost = CostModel(input_shape, num_classes) if cost_features else None
+        if op_scores is not None and not (
+                isinstance(op_scores, dict)
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in op_scores.values())):
+            raise ConfigError(f"svr: op_scores = {op_scores!r}; expected a mapping of operator "
+                              "to a finite number")
+        self.op_scores = None if op_scores is None else {str(k): float(v)
+                                                         for k, v in op_scores.items()}
 
     def features(self, archs: Sequence[Architecture]) -> np.ndarray:
         assert self.space is not None
         vocab = self.space.op_vocab
+        hand = getattr(self.space, "time_features", None)
         rows = []
         for a in archs:
-            row = list(self.space.graph(a).op_counts(vocab).astype(np.float64))
+            if callable(hand):
+                row = [float(v) for v in hand(a, self.op_scores)]
+            else:
+                row = list(self.space.graph(a).op_counts(vocab).astype(np.float64))
             if self.cost is not None:
                 params, flops = self.cost.costs(self.space, a)
                 row += [math.log1p(params), math.log1p(flops)]
