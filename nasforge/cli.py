@@ -26,12 +26,12 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 
-def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
+def _parse_sets(sets: list[str] | None, extra_groups: tuple[str, ...] = ()) -> dict[str, Any]:
     """``-o strategy.replay_number=10`` -> ``{"strategy_options": {"replay_number": 10}}``."""
     from .errors import ConfigError
 
     out: dict[str, Any] = {}
-    groups = {"task", "space", "strategy", "evaluator", "method"}
+    groups = {"task", "space", "strategy", "evaluator", "method", *extra_groups}
     for item in sets or []:
         key, sep, raw = item.partition("=")
         group, dot, name = key.partition(".")
@@ -103,6 +103,9 @@ def search(
     budget: Optional[int] = typer.Option(None, help="number of trials"),
     time_budget: Optional[float] = typer.Option(None, help="minutes of search"),
     workers: Optional[int] = typer.Option(None, help="parallel evaluations (process pool when > 1)"),
+    executor: Optional[str] = typer.Option(
+        None, help="where evaluations run: local, process (default when workers > 1), ray "
+                   "(-o executor.address=auto for a running cluster)"),
     seed: Optional[int] = typer.Option(None, help="seed of sampling and initialisation (split: -o task.split_seed=N)",
                                        callback=_check_seed),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
@@ -129,9 +132,10 @@ def search(
                                  "objective": objective or None,
                                  "constraints": list(constraint) if constraint else None,
                                  "budget": budget,
-                                 "time_budget": time_budget, "workers": workers, "seed": seed,
+                                 "time_budget": time_budget, "workers": workers,
+                                 "executor": executor, "seed": seed,
                                  "export": export}
-    extra = _parse_sets(option)
+    extra = _parse_sets(option, extra_groups=("executor",))
     if schedule_scale is not None:
         extra.setdefault("strategy_options", {})["schedule_scale"] = yaml.safe_load(schedule_scale)
     if full_training:

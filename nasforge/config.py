@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 import yaml
@@ -70,7 +70,8 @@ class RunConfig(BaseModel):
     time_budget: float | None = Field(default=None, gt=0, description="minutes")
     cost_budget: float | None = Field(default=None, gt=0, description="simulated seconds")
     workers: int = Field(default=1, ge=1)
-    executor: Literal["local", "process"] | None = None  # None: process when workers > 1
+    executor: str | None = None  # local, process, ray; None: process when workers > 1
+    executor_options: dict[str, Any] = Field(default_factory=dict)  # e.g. ray's address
     batch: int | None = Field(default=None, ge=1)  # trials asked at once; None: = workers
     seed: int = 0
     keep_trials: bool = False
@@ -85,6 +86,21 @@ class RunConfig(BaseModel):
         kind = {"task": "tasks", "space": "spaces", "strategy": "strategies",
                 "evaluator": "evaluators", "method": "methods"}[info.field_name]
         registry.get(kind, v.split(":", 1)[0] if kind == "evaluators" else v)
+        return v
+
+    @pydantic.field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str | None) -> str | None:
+        if v is not None:
+            registry.get("executors", v)
+        return v
+
+    @pydantic.field_validator("executor_options")
+    @classmethod
+    def _no_workers_option(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "workers" in v:
+            raise ValueError(f"workers = {v['workers']!r} is set by the top-level key workers "
+                             "(--workers), not as an executor option")
         return v
 
     @pydantic.field_validator("seed")
@@ -173,6 +189,10 @@ class RunConfig(BaseModel):
         name, opts = self.evaluator_name_and_options()
         registry.validate_options("evaluators", name, opts)
         registry.validate_options("methods", self.method, self.method_options)
+        # an executor's constructor only checks its options (and that its package is installed):
+        # made here, a bad value is refused before a run directory exists
+        registry.create("executors", self.executor_name, workers=self.workers,
+                        **self.executor_options)
 
     def resolved(self) -> dict[str, Any]:
         """The config with defaults filled in, as saved in ``config.yaml``."""

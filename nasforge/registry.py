@@ -68,6 +68,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "executors": {
         "local": "nasforge.run.executors",
         "process": "nasforge.run.executors",
+        "ray": "nasforge.run.ray_executor",
     },
     "methods": {
         "multitrial": "nasforge.methods.multitrial",

@@ -1,4 +1,5 @@
-"""Executors run evaluations: ``local`` (in this process) or ``process`` (a pool on this machine).
+"""Executors run evaluations: ``local`` (in this process) or ``process`` (a pool on this machine);
+``ray`` (Ray tasks on a cluster) is in ``nasforge.run.ray_executor``, imported only when chosen.
 
 Both take the same jobs and give the same results for the same seeds: an evaluator is
 deterministic given a trial's seed. An executor is used in one of two ways: ``run(jobs)``
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..core import Evaluator, SearchSpace, Task, TrialResult
+from ..errors import ConfigError
 from ..registry import register
 
 
@@ -39,7 +41,7 @@ def evaluation_threads(workers: int, threads: int | None = None) -> int:
     """Torch threads of one evaluation: ``threads`` if given, else this process's torch threads
     (by default one per core) divided among ``workers``."""
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     import torch
 
     return threads or max(1, torch.get_num_threads() // max(1, workers))
@@ -190,9 +192,9 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int = 2, threads: int | None = None):
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise ConfigError(f"workers must be >= 1, got {workers}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise ConfigError(f"threads must be >= 1, got {threads}")
         self.workers = workers
         self.threads = evaluation_threads(workers, threads)  # torch threads per worker
         self._pool: cf.ProcessPoolExecutor | None = None

@@ -35,7 +35,8 @@ from .store import RunLock, Store, open_store, warn_if_damaged
 
 log = logging.getLogger(__name__)
 
-RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor", "export"}
+RESUMABLE_CHANGES = {"budget", "time_budget", "cost_budget", "workers", "executor",
+                     "executor_options", "export"}
 
 
 def build_space(name: str, options: dict[str, Any], task: Task | None) -> SearchSpace:
@@ -142,7 +143,8 @@ class Run:
         from ..methods import MethodContext, run_method
 
         cfg, c = self.config, self.components
-        executor = registry.create("executors", cfg.executor_name, workers=cfg.workers)
+        executor = registry.create("executors", cfg.executor_name, workers=cfg.workers,
+                                   **cfg.executor_options)
         self._best = BestKeeper(self.dir / "best", self.objectives, self.store.rows())
         budget = Budget(trials=cfg.budget,
                         seconds=None if cfg.time_budget is None else cfg.time_budget * 60,

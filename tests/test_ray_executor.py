@@ -1,0 +1,120 @@
+"""The ``ray`` executor on a local Ray cluster this module starts once (a start costs seconds):
+the same trials as the local executor (toy space in both loop modes, and a real training search
+on digits through the CLI), an evaluator that raises and a worker that dies as failed trials,
+clean-up (a cluster the executor started is shut down, one it found is left running), and the
+message when Ray is not installed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from nasforge import registry
+from nasforge.core import Objective
+from nasforge.errors import MissingDependencyError
+from nasforge.run.executors import LocalExecutor
+from nasforge.run.loop import Budget, Search
+from nasforge.run.store import Store
+from nasforge.testing import FunctionalEvaluator, ToySpace, main_in_process
+
+ray = pytest.importorskip("ray")
+from nasforge.run.ray_executor import RayExecutor  # noqa: E402
+
+# one cluster per test process: keep these tests on one xdist worker (with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local cluster started by a RayExecutor (which owns it); the tests' executors find it."""
+    env_before = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+    owner = RayExecutor(workers=2, threads=1)
+    owner.start(ToySpace(), FunctionalEvaluator(), None)
+    assert owner.owns_cluster and ray.is_initialized()
+    temp_dir = owner._temp_dir
+    # the evaluators defined here reach the workers by value (workers cannot import tests/)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield owner
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    owner.close()
+    assert not ray.is_initialized() and not os.path.exists(temp_dir)  # shut down, files removed
+    assert {k: os.environ.get(k) for k in env_before} == env_before  # its settings are undone
+
+
+def search(executor, *, evaluator=None, mode="batch", trials=8, seed=9):
+    s = Search(space=ToySpace(), strategy=registry.create("strategies", "random", seed=seed),
+               evaluator=evaluator or FunctionalEvaluator(), task=None,
+               objective=Objective("val_acc"), seed=seed, store=Store(), batch=2,
+               executor=executor, mode=mode)
+    return [(t.id, str(t.arch), t.status, t.metrics, t.seed, t.result.reason)
+            for t in s.run(Budget(trials=trials))]
+
+
+def test_same_trials_as_local_in_both_loop_modes(cluster):
+    local = search(LocalExecutor(workers=2))
+    assert search(RayExecutor(workers=2)) == local
+    # async: random search proposes the same architectures whatever the order of tells
+    assert sorted(search(RayExecutor(workers=2), mode="async")) == sorted(local)
+    assert ray.is_initialized() and cluster.owns_cluster  # a found cluster is left running
+
+
+class Breaking(FunctionalEvaluator):
+    """Raises for architectures starting with 3; the worker process running it dies on 4-4-3
+    (``os._exit``) and on 2-4-0 (``kill -9`` of itself)."""
+
+    def evaluate(self, arch, space, task, *, seed, workdir=None):
+        text = str(arch)
+        if text.startswith("3"):
+            raise RuntimeError(f"evaluator bug on {text}")
+        if text == "4-4-3":
+            os._exit(3)
+        if text == "2-4-0":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().evaluate(arch, space, task, seed=seed, workdir=workdir)
+
+
+def test_exceptions_and_dead_workers_are_failed_trials(cluster):
+    # seed 9 proposes 2-4-4 1-0-3 3-3-3 3-4-4 4-4-3 4-0-0 3-2-3 2-4-0 3-0-0 4-1-4
+    trials = search(RayExecutor(workers=2), evaluator=Breaking(), mode="async", trials=10, seed=9)
+    assert sorted(t[0] for t in trials) == list(range(10))  # every trial told, none hangs
+    by_arch = {arch: (status, reason) for _, arch, status, _, _, reason in trials}
+    for a in ("3-3-3", "3-4-4", "3-2-3", "3-0-0"):
+        assert by_arch.pop(a) == ("failed", f"RuntimeError: evaluator bug on {a}")
+    for a in ("4-4-3", "2-4-0"):
+        status, reason = by_arch.pop(a)
+        assert status == "failed" and reason.startswith("worker process died: "), reason
+    assert by_arch == dict.fromkeys(["2-4-4", "1-0-3", "4-0-0", "4-1-4"], ("ok", None))
+
+
+@pytest.mark.slow
+def test_cli_search_on_digits_with_ray_equals_local(cluster, tmp_path, capsys):
+    # real training (the main job's chain space on digits, 1 epoch): 2 Ray workers vs in process
+    args = ["search", "--task", "digits", "--budget", "3", "--workers", "2", "--seed", "3",
+            "-o", "evaluator.epochs=1", "--quiet", "--no-export"]
+    assert main_in_process(*args, "--executor", "ray", "--out", str(tmp_path / "ray")) == 0
+    assert main_in_process(*args, "--executor", "local", "--out", str(tmp_path / "local")) == 0
+    capsys.readouterr()
+    from test_cli import trial_rows
+
+    on_ray, local = trial_rows(tmp_path / "ray"), trial_rows(tmp_path / "local")
+    assert len(local) == 3 and all(status == "ok" for _, _, status, _, _ in local)
+    assert on_ray == local  # every metric exactly
+    assert "executor: ray" in (tmp_path / "ray" / "config.yaml").read_text()
+
+
+def test_missing_ray_and_bad_executor_input_are_clear(tmp_path, capsys, monkeypatch):
+    args = ["search", "--budget", "2", "--quiet", "--no-export"]
+    assert main_in_process(*args, "--executor", "dask", "--out", str(tmp_path / "a")) == 2
+    assert "unknown executor 'dask'; available: local, process, ray" in capsys.readouterr().err
+    assert main_in_process(*args, "--executor", "ray", "-o", "executor.adress=auto",
+                           "--out", str(tmp_path / "b")) == 2
+    assert "unknown option 'adress'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'nasforge\[ray\]'"):
+        RayExecutor(workers=2)
+    assert main_in_process(*args, "--executor", "ray", "--out", str(tmp_path / "c")) == 2
+    assert "pip install 'nasforge[ray]'" in capsys.readouterr().err.replace("\n", "")
+    assert not any((tmp_path / d).exists() for d in "abc")  # refused before a run directory
