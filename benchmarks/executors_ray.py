@@ -17,9 +17,11 @@ printed too. Workloads, all evaluated with 1 torch thread per worker:
 - ``train``: the ``train`` evaluator, 1 epoch on digits, the main job's chain space (about a
   second of work per job; the digits task goes to each worker once). ``--train-jobs`` jobs.
 
-The same architectures and seeds go to every executor, and the script checks that every
-executor returns the same metrics for them. Per-job times: mean over repeats with a 95% t
-interval over the repeats.
+The same architectures and seeds go to every executor (repeat ``r`` sends the same jobs to
+each), and the script checks that every executor returns the same metrics for them. Columns:
+wall ms per job (mean over repeats, 95% t interval over repeats), and the overhead over
+``local``: the paired difference per repeat (same jobs), mean and 95% interval; with 2 workers
+the overhead can be negative (2 jobs run at once).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -75,9 +78,9 @@ def run_batches(executor, jobs: list[Job], workers: int) -> dict[int, dict]:
 def interval(values: list[float]) -> str:
     mean = statistics.fmean(values)
     if len(values) < 2:
-        return f"{mean:8.2f}"
+        return f"{mean:9.2f}"
     half = T95.get(len(values), 1.96) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{mean:8.2f} ± {half:6.2f}"
+    return f"{mean:9.2f} ± {half:7.2f}"
 
 
 def make_executor(name: str, workers: int):
@@ -113,17 +116,18 @@ def main() -> None:
         from nasforge.run.ray_executor import start_local_cluster
 
         t0 = time.perf_counter()
-        start_local_cluster(max(workers_list), tempfile.mkdtemp(prefix="nasforge-ray-bench-"))
+        temp_dir = tempfile.mkdtemp(prefix="nasforge-ray-bench-")
+        start_local_cluster(max(workers_list), temp_dir)
         print(f"ray {ray.__version__}: local cluster of {max(workers_list)} CPUs started in "
               f"{time.perf_counter() - t0:.1f} s (the ray executor's start when it starts one)",
               flush=True)
-    print(f"{'workload':8} {'workers':>7} {'executor':8} {'start s':>8} {'ms per job (95% CI)':>20}"
-          f" {'jobs/s':>7}", flush=True)
+    print(f"{'workload':8} {'workers':>7} {'executor':8} {'start+warm s':>12} {'ms per job (95% CI)':>21}"
+          f" {'jobs/s':>8} {'overhead ms vs local':>21}", flush=True)
     for workload in args.workloads.split(","):
         space, evaluator, task = components(workload, args.table)
         n = args.train_jobs if workload == "train" else args.jobs
         for workers in workers_list:
-            reference = None
+            reference, local_times = None, None
             for name in names:
                 executor = make_executor(name, workers)
                 t0 = time.perf_counter()
@@ -141,12 +145,17 @@ def main() -> None:
                 if reference is None:
                     reference = results
                 same = "" if results == reference else "  RESULTS DIFFER from " + names[0]
+                if name == "local":
+                    local_times = per_job
+                overhead = ("" if local_times is None or name == "local" else
+                            interval([a - b for a, b in zip(per_job, local_times)]))
                 mean = statistics.fmean(per_job)
-                print(f"{workload:8} {workers:7d} {name:8} {start:8.2f} {interval(per_job):>20}"
-                      f" {1000 / mean:7.1f}" + (f"  ({failed} failed)" if failed else "") + same,
-                      flush=True)
+                print(f"{workload:8} {workers:7d} {name:8} {start:12.2f} {interval(per_job):>21}"
+                      f" {1000 / mean:8.1f} {overhead:>21}"
+                      + (f"  ({failed} failed)" if failed else "") + same, flush=True)
     if "ray" in names:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -156,12 +156,15 @@ class RunConfig(BaseModel):
         return self.batch or self.workers
 
     def cap_workers(self) -> None:
-        """Cap a process pool's workers at the cores and the trial budget, noting it in ``notes``.
+        """Cap the workers of a process pool (or of a local Ray cluster) at the cores and the trial
+        budget, noting it in ``notes``.
 
         Trials are still asked in batches of the requested size (``batch``), so the results do
         not depend on the machine's core count.
         """
-        if self.executor_name != "process":
+        on_this_machine = self.executor_name == "process" or (
+            self.executor_name == "ray" and not self.executor_options.get("address"))
+        if not on_this_machine:  # a Ray cluster's size is its own
             return
         limits = {"CPU cores available": available_cores()}
         if self.budget is not None:
