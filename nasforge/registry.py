@@ -64,6 +64,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "cifar100": "nasforge.data.builtin",
         "arrays": "nasforge.data.builtin",
         "ptb": "nasforge.data.ptb",
+        "ucr": "nasforge.data.ucr",
     },
     "executors": {
         "local": "nasforge.run.executors",
