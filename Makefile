@@ -11,6 +11,6 @@ demo: install
 	$(PYTHON) -m nasforge search
 
 test: install
-	MPLBACKEND=Agg ORT_DISABLE_TELEMETRY=1 $(PYTHON) -m pytest -n 2 tests
+	MPLBACKEND=Agg ORT_DISABLE_TELEMETRY=1 $(PYTHON) -m pytest -n 2 --dist loadgroup tests
 
 .PHONY: install demo test
