@@ -39,6 +39,7 @@ for series (``kind: series``, filled from the task by a run) ``identity``, ``7/1
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -253,6 +254,21 @@ class CellEncoder(nn.Module):
 # the space
 
 
+@functools.lru_cache(maxsize=64)
+def _enumerate_blocks(lookback: int, ops: tuple[str, ...], b: int) -> tuple[Block, ...]:
+    """The blocks allowed at position ``b`` (see ``CellSpace.blocks_for``)."""
+    inputs = range(-lookback, b)
+    out = []
+    for in1, in2 in itertools.product(inputs, repeat=2):
+        if in2 < in1:
+            continue
+        for (i1, op1), (i2, op2) in itertools.product(enumerate(ops), repeat=2):
+            if in2 == in1 and i2 < i1:
+                continue
+            out.append((in1, op1, in2, op2))
+    return tuple(out)
+
+
 def _int_option(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"cell space: {name} = {value!r}; expected an integer from {low} to "
@@ -365,16 +381,7 @@ class CellSpace(SearchSpace):
     def blocks_for(self, b: int) -> list[Block]:
         """Every block allowed at position ``b`` (0-based), in enumeration order:
         ``in2 >= in1`` and, for equal inputs, ``op2 >= op1`` (``(L^2 O^2 + L O) / 2`` of them)."""
-        inputs, ops = self.allowed_inputs(b), self.operators
-        out = []
-        for in1, in2 in itertools.product(inputs, repeat=2):
-            if in2 < in1:
-                continue
-            for (i1, op1), (i2, op2) in itertools.product(enumerate(ops), repeat=2):
-                if in2 == in1 and i2 < i1:
-                    continue
-                out.append((in1, op1, in2, op2))
-        return out
+        return list(_enumerate_blocks(self.lookback, self.operators, b))
 
     def first_cells(self, inputs: Sequence[int] | None = None) -> list[CellArch]:
         """Every 1-block cell (inputs limited to ``inputs`` if given, e.g. ``(-2, -1)``)."""
