@@ -18,10 +18,12 @@ import pytest
 import torch
 
 from nasforge import registry
-from nasforge.core import Objective, Objectives, Trial, TrialResult
+from nasforge.core import Evaluator, Objective, Objectives, Trial, TrialResult
 from nasforge.errors import ConfigError
 from nasforge.predictors.base import Predictor
 from nasforge.registry import register
+from nasforge.run.loop import Budget, Search
+from nasforge.run.store import Store
 from nasforge.spaces.cell import CellSpace
 from nasforge.strategies.progressive import Progressive, pareto_walk
 
@@ -124,8 +126,8 @@ def test_pnas_asks_every_one_block_cell_then_exactly_the_top_k():
     ranked3 = sorted(expansions(sp, step2), key=true_score, reverse=True)
     assert step3 == ranked3[:7] and all(len(c) == 3 for c in step3)
     # after the last step: the next-ranked candidates of step 3
+    assert s.info() == {"step": 3, "role": "next-ranked"}  # what the next ask returns
     assert drive(s, 3, start=35) == ranked3[7:10]
-    assert s.info()["role"] == "next-ranked"
 
 
 def test_popnas_asks_the_pareto_front_of_predicted_accuracy_and_time():
@@ -188,11 +190,11 @@ def test_popnas_time_reindex_and_exploration():
 
 def test_learned_predictors_pick_better_than_average_expansions():
     """The real default predictors (lstm for pnas, gin for popnas, svr for time; two ensemble
-    members instead of five, for time) learn the synthetic accuracy well enough that step 2's
+    members instead of five and 40 epochs, for time) learn the synthetic accuracy well enough that step 2's
     picks beat the mean expansion."""
     sp = space()
     for mode, extra in (("pnas", {}), ("popnas", {"exploration": 0})):
-        s = make(mode=mode, beam=8, predictor_options={"members": 2}, **extra)
+        s = make(mode=mode, beam=8, predictor_options={"members": 2, "epochs": 40}, **extra)
         first = [c for c in drive(s, 22 if mode == "popnas" else 21) if len(c)]
         picks = drive(s, 4, start=22)
         mean_all = np.mean([true_score(c) for c in expansions(sp, first)])
@@ -215,6 +217,30 @@ def test_resume_at_a_step_boundary_asks_the_same_cells():
     part2 = drive(second, 8, start=22)
     assert part1 + part2 == whole
     assert second.selected == full.selected
+
+
+class SyntheticEvaluator(Evaluator):
+    """Scores a cell with ``true_score`` and ``true_time`` (no training)."""
+
+    name = "synthetic"
+    needs_task = False
+
+    def evaluate(self, arch, space, task, *, seed, workdir=None):
+        return result(arch)
+
+
+def test_run_loop_records_each_trials_step_and_role():
+    s = registry.create("strategies", "progressive", seed=0, mode="popnas", beam=3,
+                        exploration=1, predictor="test_oracle_score",
+                        time_predictor="test_oracle_time")
+    search = Search(space=space(), strategy=s, evaluator=SyntheticEvaluator(), task=None,
+                    objective=Objective("val_acc"), seed=0, store=Store(":memory:"))
+    trials = search.run(Budget(trials=30))
+    roles = {r["cell"]: (r["step"], r["role"]) for r in s.selected}
+    assert [(t.info["step"], t.info["role"]) for t in trials[:26]] == \
+        [roles[str(t.arch)] for t in trials[:26]]
+    assert [t.info["role"] for t in trials[:23]] == ["empty"] + ["step1"] * 21 + ["pareto"]
+    assert "exploration" in {t.info["role"] for t in trials}
 
 
 def test_failed_trials_and_bad_options():
@@ -242,15 +268,16 @@ def test_search_command_on_digits(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(
         "search", "--task", "digits", "--space", "cell", "--strategy", "progressive",
-        "--budget", "13", "--seed", "1", "--quiet", "--out", str(out),
+        "--budget", "7", "--seed", "1", "--quiet", "--out", str(out),
         "-o", "evaluator.epochs=1", "-o", "task.limit=300", "-o", "space.blocks=2",
         "-o", "space.filters=4", "-o", "space.motifs=2", "-o", "space.normal_cells=1",
         "-o", "space.operators=[identity, 3x3 conv]", "-o", "strategy.beam=2",
+        "-o", "strategy.first_step=4",
         "-o", "strategy.predictor_options={members: 1, epochs: 3}", cwd=tmp_path)
     assert "leaderboard" in proc.stdout
     rows = (out / "progressive.csv").read_text().splitlines()
     assert rows[0] == "step,role,cell,predicted_score,predicted_time"
-    assert sum(r.startswith("1,") for r in rows) == 11  # the empty cell and 10 one-block cells
+    assert sum(r.startswith("1,") for r in rows) == 5  # the empty cell and 4 one-block cells
     assert any(r.startswith("2,pareto") for r in rows)
     for name in ("best/model.onnx", "best/arch.txt", "report.html", "trials.csv"):
         assert (out / name).exists(), name

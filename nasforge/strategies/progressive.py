@@ -132,7 +132,6 @@ class Progressive(Strategy):
         self.op_scores: dict[str, float] | None = None
         self.selected: list[dict[str, Any]] = []  # every step's chosen cells with predictions
         self.fits = 0
-        self._role = "none"
         self._pending_state: dict[str, Any] | None = None
 
     # -- setup ------------------------------------------------------------------------------------
@@ -153,19 +152,22 @@ class Progressive(Strategy):
         space = self._require_space()
         out = []
         for _ in range(n):
-            while not self.queue:
-                if self.step == 0:
-                    self._start()
-                elif self.step < self.blocks:
-                    self._advance()
-                else:
-                    self._extra()
+            self._fill()
             text = self.queue.pop(0)
-            self._role = self.roles.get(text, "extra")
             arch = space.parse(text)
             self._remember(arch)
             out.append(arch)
         return out
+
+    def _fill(self) -> None:
+        """Prepare the next cells to ask: start, advance a step or go past the last one."""
+        while not self.queue:
+            if self.step == 0:
+                self._start()
+            elif self.step < self.blocks:
+                self._advance()
+            else:
+                self._extra()
 
     def tell(self, trials: Sequence[Trial]) -> None:
         for t in trials:
@@ -173,7 +175,12 @@ class Progressive(Strategy):
             self.results[str(t.arch)] = (self.objective.score(t.result), self._time(t))
 
     def info(self) -> dict[str, Any]:
-        return {"step": self.step, "role": self._role}
+        """The step and role of the cell the next ``ask`` returns (a run records it with that
+        trial); preparing it may start the next step, as that ask would."""
+        if self.space is None:
+            return {"step": self.step, "role": "none"}
+        self._fill()
+        return {"step": self.step, "role": self.roles.get(self.queue[0], "extra")}
 
     def _time(self, trial: Trial) -> float | None:
         r = trial.result
