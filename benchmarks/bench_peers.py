@@ -88,6 +88,15 @@ def parse_options(text: str) -> dict[str, dict]:
     return out
 
 
+def val_optimum(table: str, search: str) -> float:
+    """The best score of the search (``-val``) column: what a search that found the column's
+    best cell reaches."""
+    import csv
+
+    with open(table) as f:
+        return max(float(r[search]) for r in csv.DictReader(f))
+
+
 def run_column(table: str, search: str, report: str, strategies: list[str], seeds: int,
                budget: int, workers: int, options: dict[str, dict] | None = None,
                first_seed: int = 0) -> dict:
@@ -111,15 +120,18 @@ def run_column(table: str, search: str, report: str, strategies: list[str], seed
                              "test_ties_averaged": float(np.mean(tied)), "ties": len(tied),
                              "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
     wall = time.perf_counter() - t0
-    rows = summarise_runs(runs, strategies)
+    optimum = val_optimum(table, search)
+    rows = summarise_runs(runs, strategies, optimum)
     return {"search": search, "report": report, "budget": budget, "seeds": seeds,
-            "first_seed": first_seed,
+            "first_seed": first_seed, "val_optimum": optimum,
             "workers": workers, "wall_seconds": wall, "rows": rows, "runs": runs}
 
 
-def summarise_runs(runs: dict[str, list[dict]], strategies: list[str]) -> list[dict]:
+def summarise_runs(runs: dict[str, list[dict]], strategies: list[str],
+                   optimum: float | None = None) -> list[dict]:
     """One row per strategy: mean ± sd, paired margins over random and TPE (on the seeds both
-    ran), ties averaged (NaN where a run predates that field), times."""
+    ran), ties averaged (NaN where a run predates that field), times, and with ``optimum`` (the
+    search column's best score) the number of seeds that found it."""
     def by_seed(s: str) -> dict[int, dict]:
         return {r["seed"]: r for r in runs[s]}
 
@@ -134,6 +146,8 @@ def summarise_runs(runs: dict[str, list[dict]], strategies: list[str]) -> list[d
                "seeds_with_ties": (int(sum(r["ties"] > 1 for r in mine.values()))
                                    if all("ties" in r for r in mine.values()) else None),
                "val_mean": float(np.mean([r["best_val"] for r in mine.values()])),
+               "at_val_optimum": (None if optimum is None else
+                                  int(sum(r["best_val"] >= optimum - 1e-9 for r in mine.values()))),
                "seconds_per_search": float(np.mean([r["seconds"] for r in mine.values()])),
                "cpu_seconds_per_search": float(np.mean([r["cpu_seconds"]
                                                         for r in mine.values()]))}
@@ -148,7 +162,8 @@ def summarise_runs(runs: dict[str, list[dict]], strategies: list[str]) -> list[d
     return rows
 
 
-def merge(files: list[str], columns: list[str], budgets: list[int] | None) -> list[dict]:
+def merge(files: list[str], columns: list[str], budgets: list[int] | None,
+          table: str | None = None) -> list[dict]:
     """The searches of several result files (same script, other seeds or strategies) as one
     result per column and budget; a (strategy, seed) in two files must agree."""
     merged: dict[tuple[str, int], dict] = {}
@@ -178,7 +193,9 @@ def merge(files: list[str], columns: list[str], budgets: list[int] | None) -> li
                                                              if s not in STRATEGIES]
         res["runs"] = runs
         res["seeds"] = max(len(v) for v in runs.values())
-        res["rows"] = summarise_runs(runs, strategies)
+        if table is not None and Path(table).exists():
+            res["val_optimum"] = val_optimum(table, res["search"])
+        res["rows"] = summarise_runs(runs, strategies, res.get("val_optimum"))
         out.append(res)
     return out
 
@@ -197,6 +214,10 @@ def tie_count(row: dict) -> str:
     return "n/a" if row["seeds_with_ties"] is None else str(row["seeds_with_ties"])
 
 
+def hits(row: dict) -> str:
+    return "n/a" if row.get("at_val_optimum") is None else str(row["at_val_optimum"])
+
+
 def num(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.2f}"
 
@@ -206,13 +227,13 @@ def print_block(res: dict) -> None:
           f"evaluations ({res['wall_seconds']:.0f} s wall on {res['workers']} workers)")
     print(f"{'strategy':<20} {'test of best-val':>16} {'vs random [95% CI]':>24} "
           f"{'vs TPE [95% CI]':>24} {'s/search':>9} {'cpu s':>7} {'best val':>9} "
-          f"{'ties avg':>9} {'tied':>5}")
+          f"{'ties avg':>9} {'tied':>5} {'at opt':>6}")
     for r in res["rows"]:
         print(f"{label(r, res):<20} {r['test_mean']:>8.2f} ± {r['test_sd']:<5.2f} "
               f"{cell(r.get('vs_random')):>24} {cell(r.get('vs_tpe')):>24} "
               f"{r['seconds_per_search']:>9.2f} {r['cpu_seconds_per_search']:>7.2f} "
               f"{r['val_mean']:>9.2f} {num(r['test_ties_averaged_mean']):>9} "
-              f"{tie_count(r):>5}", flush=True)
+              f"{tie_count(r):>5} {hits(r):>6}", flush=True)
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -224,20 +245,21 @@ def markdown(results: list[dict], command: str) -> str:
                   "workers)"), "",
                   ("| strategy | test of best-val (mean ± sd) | vs random [95% CI] | vs TPE [95% CI] "
                   "| s / search (wall) | CPU s / search | mean best val | test, ties averaged "
-                  "| seeds with a tie |"),
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| seeds with a tie | seeds at the val optimum |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             lines.append(f"| {label(r, res)} | {r['test_mean']:.2f} ± {r['test_sd']:.2f} | "
                          f"{cell(r.get('vs_random'))} | {cell(r.get('vs_tpe'))} | "
                          f"{r['seconds_per_search']:.2f} | {r['cpu_seconds_per_search']:.2f} | "
                          f"{r['val_mean']:.2f} | {num(r['test_ties_averaged_mean'])} | "
-                         f"{tie_count(r)} |")
+                         f"{tie_count(r)} | {hits(r)} |")
         lines.append("")
     lines += [("Test of best-val: the first evaluated of equal best validation scores (the bench's "
               "rule). Ties averaged: the mean test accuracy over all evaluations that reached the "
               "best validation score (what a tie broken at random gives on average; a cell "
               "evaluated twice counts twice). Seeds with a tie: seeds where more than one "
-              "evaluation reached it."), ""]
+              "evaluation reached it. Seeds at the val optimum: seeds whose best validation score "
+              "is the search column's best (the table's maximum)."), ""]
     return "\n".join(lines)
 
 
@@ -276,7 +298,7 @@ def main() -> None:
     if args.merge:
         if out is None:
             raise SystemExit("--merge needs --out")
-        results = merge(args.merge.split(","), wanted, budgets)
+        results = merge(args.merge.split(","), wanted, budgets, args.table)
         for res in results:
             print_block(res)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,65 @@ def test_local_pool_asks_exactly_the_unasked_neighbours_of_the_best(canonical):
     assert sum(x != y for x, y in zip(nxt.ops, second.ops)) == 1
 
 
+@pytest.mark.parametrize("name", ["bananas", "predictor_evolution"])
+def test_tail_asks_the_incumbents_unasked_neighbours_in_acquisition_order(name):
+    space = NB201Space()
+    s = registry.create("strategies", name, seed=3, tail=5, **FAST)
+    s.setup(space, Objective("score"), budget=12 + 4 + 3)  # the last 5 asks are the tail
+    start = [space.sample(np.random.default_rng(100 + i)) for i in range(12)]
+    s.tell([Trial(i, a, TrialResult(metrics={"score": float(i)})) for i, a in enumerate(start)])
+    best = start[-1]
+    score = lambda t: t.count("nor_conv_3x3") * 3 + t.count("skip_connect") + len(t) % 5  # noqa: E731
+    s._model_ready = lambda: True
+    s.model = StubModel(score)
+    key = space.canonical_key
+
+    def expected(excluded, k):
+        """The k unasked neighbours of ``best`` (one per class, first listed) that score highest
+        (listing order breaks ties), as the acquisition orders them."""
+        fresh, seen = [], set(excluded)
+        for a in space.neighbours(best):
+            if key(a) not in seen:
+                seen.add(key(a))
+                fresh.append(a)
+        return [str(a) for a in sorted(fresh, key=lambda a: -score(str(a)))[:k]]
+
+    told = {key(a) for a in start}
+    batch = s.ask(4)  # straddles the tail's start: 2 asks before it, 2 in it
+    assert s.info()["phase"] == "tail"
+    assert [str(a) for a in batch[2:]] == expected(told | {key(a) for a in batch[:2]}, 2)
+    s.tell([Trial(12 + i, a, TrialResult(metrics={"score": -1.0 - i})) for i, a in enumerate(batch)])
+    told |= {key(a) for a in batch}
+    rest = []
+    for i in range(3):  # one at a time: still the best's neighbours, next in acquisition order
+        arch = s.ask(1)[0]
+        rest.append(str(arch))
+        s.tell([Trial(16 + i, arch, TrialResult(metrics={"score": -10.0 - i}))])
+    assert rest == expected(told, 3)
+
+
+def test_tail_leaves_the_asks_before_it_unchanged(table):
+    space = NB201Space()
+    evaluate = lambda arch, i: table.evaluate(arch, None, None, seed=i)  # noqa: E731
+    runs = {}
+    for tail in (0, 6):
+        s = registry.create("strategies", "bananas", seed=4, tail=tail, **FAST)
+        s.setup(space, Objective("cifar10-val"), budget=30)
+        done, phases = [], []
+        for i in range(30):
+            arch = s.ask(1)[0]
+            phases.append(s.info()["phase"])
+            if tail and i >= 24:  # each tail ask: one edit from the best so far
+                top = max(done, key=lambda t: t.metrics["cifar10-val"]).arch
+                assert sum(x != y for x, y in zip(arch.ops, top.ops)) == 1
+            done += [Trial(i, arch, evaluate(arch, i), seed=i)]
+            s.tell(done[-1:])
+        runs[tail] = ([str(t.arch) for t in done], phases)
+    assert runs[0][0][:24] == runs[6][0][:24]  # the paper's search up to the tail
+    assert runs[6][1][24:] == ["tail"] * 6 and "tail" not in runs[0][1]
+    assert runs[0][0][24:] != runs[6][0][24:]
+
+
 def test_local_pool_is_the_mixed_pool_on_a_space_without_neighbour_lists():
     space = ToySpace()  # lists no neighbours: "local" has nothing of its own to offer
     told = [Trial(i, space.sample(np.random.default_rng(i)), TrialResult(metrics={"score": float(i)}))
@@ -216,7 +275,9 @@ def test_bananas_beats_random_on_the_structured_table(table):
 
 
 @pytest.mark.parametrize("name, options", [("bananas", {}), ("bananas", {"pool": "local"}),
-                                           ("predictor_evolution", {})])
+                                           ("bananas", {"tail": 75, "tail_retrain_every": 1}),
+                                           ("predictor_evolution", {}),
+                                           ("predictor_evolution", {"tail": 75})])
 def test_state_round_trip_continues_exactly_with_failures(name, options, table):
     space = NB201Space()
 
@@ -259,6 +320,10 @@ def test_options_are_checked():
         registry.create("strategies", "bananas", pool="near")
     with pytest.raises(ConfigError, match="retrain_every=0"):
         registry.create("strategies", "bananas", retrain_every=0)
+    with pytest.raises(ConfigError, match="tail=-1"):
+        registry.create("strategies", "bananas", tail=-1)
+    with pytest.raises(ConfigError, match="tail_retrain_every=0"):
+        registry.create("strategies", "predictor_evolution", tail=5, tail_retrain_every=0)
     with pytest.raises(ConfigError, match="sample_size=9"):
         registry.create("strategies", "predictor_evolution", population_size=5, sample_size=9)
 

@@ -77,7 +77,8 @@ class _ModelBased(Strategy):
 
     def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
                  retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
-                 lr: float, encoding: str, bootstrap: bool, canonical: bool):
+                 lr: float, encoding: str, bootstrap: bool, canonical: bool, tail: int = 0,
+                 tail_retrain_every: int | None = None):
         super().__init__(seed=seed)
         if not isinstance(canonical, bool):
             raise ConfigError(f"{self.name}: canonical={canonical!r}; expected true or false")
@@ -94,6 +95,9 @@ class _ModelBased(Strategy):
                               f"{', '.join(ENCODINGS)}")
         self.initial, self.acquisition, self.beta = initial, acquisition, float(beta)
         self.retrain_every = retrain_every
+        self.tail = _check_int(self.name, "tail", tail, 0)
+        self.tail_retrain_every = (retrain_every if tail_retrain_every is None else
+                                   _check_int(self.name, "tail_retrain_every", tail_retrain_every, 1))
         self.model_options = {"members": _check_int(self.name, "members", members, 1),
                               "hidden": _check_int(self.name, "hidden", hidden, 1),
                               "layers": _check_int(self.name, "layers", layers, 1),
@@ -157,13 +161,39 @@ class _ModelBased(Strategy):
         ok = self._ok()
         if len(ok) < self.initial or len({s for _, s in ok}) < 2:
             return False
-        if self.fitted_on == 0 or len(ok) - self.fitted_on >= self.retrain_every:
+        every = self.tail_retrain_every if self._in_tail() else self.retrain_every
+        if self.fitted_on == 0 or len(ok) - self.fitted_on >= every:
             self.model = self._new_model(self.fits)
             with one_thread():
                 self.model.fit([a for a, _ in ok], [s for _, s in ok], self._require_space())
             self.fitted_on = len(ok)
             self.fits += 1
         return True
+
+    def _ranked(self) -> list[Architecture]:
+        """Successful architectures, best first (the earlier told first on equal scores)."""
+        ok = self._ok()
+        order = sorted(range(len(ok)), key=lambda i: (-ok[i][1], i))
+        return [ok[i][0] for i in order]
+
+    def _in_tail(self) -> bool:
+        """True when the next ask is one of the last ``tail`` of the budget (never without a
+        budget)."""
+        budget = getattr(self, "budget", None)
+        return bool(self.tail) and budget is not None and budget - len(self.asked) <= self.tail
+
+    def _local_pool(self) -> list[Architecture]:
+        """The unasked one-edit neighbours of the best architecture that has any (going down
+        the ranking); empty when the space lists no neighbours or all are asked."""
+        space = self._require_space()
+        for arch in self._ranked():
+            listed = space.neighbours(arch)
+            if not listed:
+                return []
+            fresh = self._unseen(listed)
+            if fresh:
+                return fresh
+        return []
 
     def _acquire(self, pool: list[Architecture], n: int) -> list[Architecture]:
         """The ``n`` best of ``pool`` by the acquisition function (pool order breaks ties)."""
@@ -243,11 +273,12 @@ class Bananas(_ModelBased):
                  retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 100, lr: float = 0.01, encoding: str = "path",
                  bootstrap: bool = True, canonical: bool = True, depth: int = 1,
-                 pool: str = "mixed"):
+                 pool: str = "mixed", tail: int = 0, tail_retrain_every: int | None = None):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
-                         bootstrap=bootstrap, canonical=canonical)
+                         bootstrap=bootstrap, canonical=canonical, tail=tail,
+                         tail_retrain_every=tail_retrain_every)
         if pool not in POOLS:
             raise ConfigError(f"{self.name}: pool={pool!r}; expected one of {', '.join(POOLS)}")
         self.pool = pool
@@ -258,27 +289,8 @@ class Bananas(_ModelBased):
             raise ConfigError(f"{self.name}: depth={depth}; expected 1 or 2")
         self._phase = "random"
 
-    def _ranked(self) -> list[Architecture]:
-        """Successful architectures, best first (the earlier told first on equal scores)."""
-        ok = self._ok()
-        order = sorted(range(len(ok)), key=lambda i: (-ok[i][1], i))
-        return [ok[i][0] for i in order]
-
-    def _local_pool(self) -> list[Architecture]:
-        """The unasked one-edit neighbours of the best architecture that has any (going down
-        the ranking); empty when the space lists no neighbours or all are asked."""
-        space = self._require_space()
-        for arch in self._ranked():
-            listed = space.neighbours(arch)
-            if not listed:
-                return []
-            fresh = self._unseen(listed)
-            if fresh:
-                return fresh
-        return []
-
     def _pool(self) -> list[Architecture]:
-        if self.pool == "local":
+        if self.pool == "local" or self._in_tail():
             local = self._local_pool()
             if local:
                 return local
@@ -303,8 +315,8 @@ class Bananas(_ModelBased):
         while len(out) < n:
             pool = self._pool() if self._model_ready() else []
             if pool:
-                self._phase = "model"
-                picks = self._acquire(pool, n - len(out))
+                self._phase = "tail" if self._in_tail() else "model"
+                picks = self._acquire(pool, min(n - len(out), self._asks_in_phase()))
             else:
                 self._phase = "random"
                 picks = [self._random_unseen()]
@@ -312,6 +324,14 @@ class Bananas(_ModelBased):
                 self._remember(a)
             out += picks
         return out
+
+    def _asks_in_phase(self) -> int:
+        """How many asks of one batch may come from one pool: up to the tail's start when a tail
+        is coming (a batch that straddles it takes the tail's pool from its first ask in it)."""
+        budget = getattr(self, "budget", None)
+        if not self.tail or budget is None or self._in_tail():
+            return 1 << 30
+        return max(1, budget - self.tail - len(self.asked))
 
     def info(self) -> dict[str, Any]:
         return {"phase": self._phase, "fits": self.fits}
@@ -328,11 +348,13 @@ class PredictorEvolution(_ModelBased):
                  candidates: int = 20, initial: int = 10, acquisition: str = "its",
                  beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
                  layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path",
-                 bootstrap: bool = True, canonical: bool = True):
+                 bootstrap: bool = True, canonical: bool = True, tail: int = 0,
+                 tail_retrain_every: int | None = None):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
-                         bootstrap=bootstrap, canonical=canonical)
+                         bootstrap=bootstrap, canonical=canonical, tail=tail,
+                         tail_retrain_every=tail_retrain_every)
         self.population_size = _check_int(self.name, "population_size", population_size, 1)
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
@@ -361,9 +383,12 @@ class PredictorEvolution(_ModelBased):
         for _ in range(n):
             pool = []
             if self.population and self._model_ready():
-                pool = self._unseen(self._mutations(self._parent(), self.candidates))
+                if self._in_tail():
+                    pool = self._local_pool()
+                if not pool:
+                    pool = self._unseen(self._mutations(self._parent(), self.candidates))
             if pool:
-                self._phase = "model"
+                self._phase = "tail" if self._in_tail() else "model"
                 arch = self._acquire(pool, 1)[0]
             else:
                 self._phase = "random"
