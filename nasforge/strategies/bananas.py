@@ -26,9 +26,13 @@ Both never ask an architecture twice, nor, with ``canonical`` (the default), one
 architecture already asked (same ``space.canonical_key``; the ensemble then reads each
 architecture's representative, ``space.canonical``); the pool leaves those out, and when it is
 empty a random unseen sample is asked. ``bananas``'s ``depth`` 2 adds the cells two edits from
-its parents to the pool. They refit the ensemble after every ``retrain_every``
-new successful trials (1: before every ask; larger values make the search cheaper), and keep
-torch to one thread while they fit and score (``torch.set_num_threads(1)``, restored after).
+its parents to the pool. With ``tail`` k > 0 (both strategies; 0, the paper's behaviour, by
+default) the last k asks of the search's trial budget take the local pool (the incumbent's
+unasked neighbours in acquisition order), refitting every ``tail_retrain_every`` successes; the
+asks before the tail are those of the search without one. They refit the ensemble after every
+``retrain_every`` new successful trials (1: before every ask; larger values make the search
+cheaper), and keep torch to one thread while they fit and score (``torch.set_num_threads(1)``,
+restored after).
 
 State: the trials told (text and score), the asked texts, the population (evolution), the
 ensemble's weights and the number of trials it was fitted on, and the random state: a resumed
