@@ -16,6 +16,16 @@ filters; K (``beam``) 4, one exploration cell. Budget 31: PNAS 21 + 4 + 4 (+ 2 n
 POPNAS 1 (empty cell) + 21 + 4 + 1 + 4.
 
     python benchmarks/progressive_digits.py --seeds 3 --out benchmarks/results/progressive_digits.json
+
+Baselines users would pick instead: ``evolution`` (regularized evolution, its defaults:
+population 20, sample 5) and ``optuna`` (TPE, Optuna's defaults) through the sequential view.
+``--merge`` reuses the runs of an earlier results file (the searches are deterministic per seed;
+``--check-against`` reruns pairs and says whether every trial is identical to a file's), so only
+the missing (strategy, seed) pairs run; the output holds the union and the summary over it:
+
+    python benchmarks/progressive_digits.py --seeds 3 --strategies random,pnas,popnas,evolution,optuna \
+        --merge benchmarks/results/progressive_digits.json \
+        --out benchmarks/results/progressive_digits_baselines.json
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ STRATEGIES = {
     "random": ("random", {}),
     "pnas": ("progressive", {"mode": "pnas", "beam": 4}),
     "popnas": ("progressive", {"mode": "popnas", "beam": 4, "exploration": 1}),
+    "evolution": ("evolution", {}),
+    "optuna": ("optuna", {}),
 }
 
 
@@ -56,6 +68,27 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return mean, mean - half, mean + half
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` -> seeds 0, 1, 2; ``3-4`` -> 3, 4; ``0,2`` -> 0, 2."""
+    try:
+        if "," in text:
+            return sorted({int(x) for x in text.split(",") if x.strip()})
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            return list(range(lo, hi + 1))
+        return list(range(int(text)))
+    except ValueError:
+        raise SystemExit(f"--seeds {text!r}: expected a count (3), a range (3-4) or a list (0,2)")
+
+
+def paired(runs: list[dict], label: str, other: str, key: str) -> tuple[list[int], list[float]]:
+    """Seeds both strategies ran and ``label - other`` of ``key`` on each."""
+    mine = {r["seed"]: r for r in runs if r["strategy"] == label}
+    theirs = {r["seed"]: r for r in runs if r["strategy"] == other}
+    seeds = sorted(set(mine) & set(theirs))
+    return seeds, [mine[s][key] - theirs[s][key] for s in seeds]
 
 
 def timed(obj, name: str, total: list[float]) -> None:
@@ -74,7 +107,7 @@ def timed(obj, name: str, total: list[float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", default="3", help="count (3 = seeds 0-2), range (3-4) or list (0,2)")
     ap.add_argument("--budget", type=int, default=31)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -82,11 +115,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filters", type=int, default=6)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--out", type=Path, default=None, help="raw results (JSON)")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="earlier results JSON (same protocol): its runs are kept, not rerun")
+    ap.add_argument("--check-against", type=Path, default=None,
+                    help="results JSON to compare every run of this invocation with, trial by trial")
+    ap.add_argument("--compare", default="popnas",
+                    help="strategy whose paired margin against every other one is reported")
     args = ap.parse_args(argv)
+    seeds = parse_seeds(args.seeds)
     import torch
 
     torch.set_num_threads(1)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise SystemExit(f"--strategies: unknown {', '.join(unknown)}; expected some of "
+                         f"{', '.join(STRATEGIES)}")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     task = load_task("digits", seed=0, limit=args.limit)
@@ -97,9 +141,27 @@ def main(argv: list[str] | None = None) -> int:
                          "measure_latency": False}
     evaluator = registry.create("evaluators", "train", **evaluator_options)
     objectives = Objectives(["max:val_acc"])
-    runs = []
-    for seed in range(args.seeds):
+    protocol = {"task": {"name": "digits", "limit": args.limit, "split_seed": 0},
+                "space": space_options, "evaluator": evaluator_options, "budget": args.budget}
+    runs, merged = [], None
+    if args.merge is not None:
+        old = json.loads(args.merge.read_text())
+        differs = [k for k, v in protocol.items() if json.loads(json.dumps(v)) != old.get(k)]
+        if differs:
+            raise SystemExit(f"--merge {args.merge}: its {', '.join(differs)} differ from this "
+                             f"run's; merge only results of the same protocol")
+        runs = [r for r in old["runs"] if r["strategy"] in names and r["seed"] in seeds]
+        for r in runs:
+            r.setdefault("source", str(args.merge))
+        merged = {k: old.get(k) for k in ("command", "started", "finished", "uptime_before",
+                                          "uptime_after")}
+        merged["path"] = str(args.merge)
+        merged["strategies"] = old.get("strategies")
+    done = {(r["strategy"], r["seed"]) for r in runs}
+    for seed in seeds:
         for label in names:
+            if (label, seed) in done:
+                continue
             name, options = STRATEGIES[label]
             strategy = registry.create("strategies", name, seed=seed, **options)
             strategy_cpu = [0.0]
@@ -124,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                    "best_val_acc": best.result.metrics["val_acc"],
                    "test_acc_of_best": best.result.metrics["test_acc"],
                    "best_arch": str(best.arch), "cpu_seconds": cpu, "wall_seconds": wall,
-                   "strategy_cpu_seconds": strategy_cpu[0], "trials": rows}
+                   "strategy_cpu_seconds": strategy_cpu[0],
+                   "distinct_archs": len({space.canonical_key(t.arch) for t in trials}),
+                   "source": "this run", "trials": rows}
             if label == "popnas":
                 pts = [(r["val_acc"], -r["train_seconds"]) for r in rows if r["status"] == "ok"]
                 okrows = [r for r in rows if r["status"] == "ok"]
@@ -138,27 +202,53 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['test_acc_of_best']:.4f} cpu {cpu:6.1f} s (strategy "
                   f"{strategy_cpu[0]:5.1f} s) wall {wall:6.1f} s  {best.arch}", flush=True)
 
+    checks = []
+    if args.check_against is not None:
+        ref = {(r["strategy"], r["seed"]): r for r in json.loads(args.check_against.read_text())["runs"]}
+        for r in runs:
+            if r["source"] != "this run" or (r["strategy"], r["seed"]) not in ref:
+                continue
+            o = ref[(r["strategy"], r["seed"])]
+            fields = ("arch", "status", "val_acc", "test_acc")
+            same = [{k: t[k] for k in fields} for t in r["trials"]] == \
+                [{k: t[k] for k in fields} for t in o["trials"]]
+            checks.append({"strategy": r["strategy"], "seed": r["seed"], "identical": same,
+                           "against": str(args.check_against)})
+            print(f"check {r['strategy']} seed {r['seed']}: trials (arch, status, val_acc, "
+                  f"test_acc) {'identical to' if same else 'DIFFER from'} {args.check_against}")
+
     summary = {}
+    runs.sort(key=lambda r: (r["seed"], names.index(r["strategy"])))
     print(f"\ndigits (train limit {args.limit}), cell space {space_options}, train evaluator "
-          f"{evaluator_options}, budget {args.budget}, {args.seeds} seeds; mean [95% t-interval]")
-    base = {r["seed"]: r for r in runs if r["strategy"] == "random"}
+          f"{evaluator_options}, budget {args.budget}, seeds {seeds}; mean [95% t-interval]")
     for label in names:
         mine = [r for r in runs if r["strategy"] == label]
-        entry = {}
-        line = f"{label:<7}"
+        if not mine:
+            continue
+        entry = {"seeds": [r["seed"] for r in mine]}
+        line = f"{label:<9}"
         for key in ("best_val_acc", "test_acc_of_best", "cpu_seconds", "strategy_cpu_seconds"):
             mean, lo, hi = t_interval([r[key] for r in mine])
             entry[key] = {"mean": mean, "lo": lo, "hi": hi}
             line += f"  {key} {mean:.4f} [{lo:.4f}, {hi:.4f}]" if "acc" in key else \
                 f"  {key} {mean:.1f} [{lo:.1f}, {hi:.1f}]"
-        if label != "random" and base:
-            for key in ("best_val_acc", "test_acc_of_best"):
-                diffs = [r[key] - base[r["seed"]][key] for r in mine if r["seed"] in base]
-                mean, lo, hi = t_interval(diffs)
-                entry[f"{key}_minus_random"] = {"mean": mean, "lo": lo, "hi": hi}
-                line += f"  {key}-random {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
         summary[label] = entry
         print(line)
+    margins = {}
+    if args.compare in summary:
+        print(f"\npaired margins {args.compare} - baseline (same seeds), mean [95% t-interval]")
+        for other in names:
+            if other == args.compare or other not in summary:
+                continue
+            entry = {}
+            line = f"{args.compare} - {other:<9}"
+            for key in ("best_val_acc", "test_acc_of_best"):
+                both, diffs = paired(runs, args.compare, other, key)
+                mean, lo, hi = t_interval(diffs)
+                entry[key] = {"mean": mean, "lo": lo, "hi": hi, "seeds": both, "diffs": diffs}
+                line += f"  {key} {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            margins[other] = entry
+            print(line + f"  (seeds {both})")
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     if args.out is not None:
@@ -166,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({
             "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
             "started": started, "finished": finished, "uptime_before": load_before,
-            "uptime_after": load_after, "task": {"name": "digits", "limit": args.limit,
-                                                 "split_seed": 0},
-            "space": space_options, "evaluator": evaluator_options, "budget": args.budget,
-            "strategies": {k: STRATEGIES[k] for k in names}, "summary": summary, "runs": runs},
+            "uptime_after": load_after, **protocol, "seeds": seeds,
+            "strategies": {k: STRATEGIES[k] for k in names}, "merged": merged,
+            "checks": checks, "summary": summary, "compare": args.compare,
+            "paired_margins": margins, "runs": runs},
             indent=1))
         print(f"wrote {args.out}")
     return 0
