@@ -283,3 +283,33 @@ def test_search_command_on_digits(tmp_path):
         assert (out / name).exists(), name
     arch = (out / "best" / "arch.txt").read_text().strip()
     CellSpace(blocks=2, operators=["identity", "3x3 conv"]).parse(arch)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("random", {}), ("evolution", {}), ("optuna", {}),
+    ("progressive", {"mode": "popnas", "beam": 3, "exploration": 1,
+                     "predictor": "test_oracle_score", "time_predictor": "test_oracle_time"})])
+def test_benchmark_baselines_run_on_the_cell_space_deterministically(name, options):
+    """The strategies benchmarks/progressive_digits.py compares search the cell space through
+    sample / mutate / the sequential view, and a seed fixes every cell asked (what ``--merge``
+    relies on to reuse earlier runs); another seed asks other cells."""
+    if name == "optuna":
+        pytest.importorskip("optuna")
+
+    def asked(seed):
+        s = registry.create("strategies", name, seed=seed, **options)
+        sp = space()
+        trials = Search(space=sp, strategy=s, evaluator=SyntheticEvaluator(), task=None,
+                        objective=Objective("val_acc"), seed=seed, store=Store(":memory:")
+                        ).run(Budget(trials=26))
+        for t in trials:
+            assert t.result.status == "ok" and sp.parse(str(t.arch)) == t.arch
+            assert 1 <= len(t.arch) <= 3 or (name == "progressive" and len(t.arch) == 0)
+            assert {b[1] for b in t.arch.blocks} | {b[3] for b in t.arch.blocks} <= set(OPS)
+        return [str(t.arch) for t in trials]
+
+    first = asked(0)
+    assert len(first) == 26 and len(set(first)) >= 20
+    assert asked(0) == first
+    if name != "progressive":  # step 1 of progressive is every one-block cell, in a fixed order
+        assert asked(1) != first
