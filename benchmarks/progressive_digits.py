@@ -1,12 +1,13 @@
-"""PNAS and POPNAS progressive search against random search on the cell space, digits, CPU.
+"""PNAS and POPNAS against random search, regularized evolution and TPE: cell space, digits, CPU.
 
 Every (strategy, seed) pair is one ordinary search loop (``Search``, in-memory store) with the
 same evaluation budget, the ``train`` evaluator at a tiny CPU scale and the same task split
 (digits, ``split_seed`` 0; the seed changes the strategy's draws and the networks'
 initialisation). Reported per strategy over the seeds: the best validation accuracy found, the
 test accuracy of the trial with the best validation accuracy, the CPU time of the whole search
-(training included) and of the strategy alone (its ask / tell calls: predictor fits and
-scoring), each as a mean with a 95% t-interval, and the paired difference to random search.
+(training included) and of the strategy alone (its ask / tell / info calls: predictor fits
+and scoring), each as a mean with a 95% t-interval, and the paired difference of ``--compare``
+(popnas) to each other strategy.
 For POPNAS the measured Pareto front of (validation accuracy, training seconds) of every seed's
 trials and the predicted fronts of each step are saved too.
 
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="earlier results JSON (same protocol): its runs are kept, not rerun")
     ap.add_argument("--check-against", type=Path, default=None,
                     help="results JSON to compare every run of this invocation with, trial by trial")
+    ap.add_argument("--rerun", default="",
+                    help="strategy:seed pairs to run again even if --merge has them (the new run "
+                         "replaces the merged one), e.g. pnas:3,popnas:3")
     ap.add_argument("--compare", default="popnas",
                     help="strategy whose paired margin against every other one is reported")
     args = ap.parse_args(argv)
@@ -150,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         if differs:
             raise SystemExit(f"--merge {args.merge}: its {', '.join(differs)} differ from this "
                              f"run's; merge only results of the same protocol")
-        runs = [r for r in old["runs"] if r["strategy"] in names and r["seed"] in seeds]
+        rerun = {(p.split(":")[0], int(p.split(":")[1])) for p in args.rerun.split(",") if p}
+        runs = [r for r in old["runs"] if r["strategy"] in names and r["seed"] in seeds
+                and (r["strategy"], r["seed"]) not in rerun]
         for r in runs:
             r.setdefault("source", str(args.merge))
         merged = {k: old.get(k) for k in ("command", "started", "finished", "uptime_before",
@@ -165,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             name, options = STRATEGIES[label]
             strategy = registry.create("strategies", name, seed=seed, **options)
             strategy_cpu = [0.0]
-            timed(strategy, "ask", strategy_cpu)
-            timed(strategy, "tell", strategy_cpu)
+            for method in ("ask", "tell", "info"):  # progressive prepares a step in info()
+                timed(strategy, method, strategy_cpu)
             search = Search(space=space, strategy=strategy, evaluator=evaluator, task=task,
                             objective=objectives, seed=seed, store=Store(":memory:"))
             cpu0, wall0 = time.process_time(), time.perf_counter()
