@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "uptime_after")}
         merged["path"] = str(args.merge)
         merged["strategies"] = old.get("strategies")
+        merged["merged"] = old.get("merged")  # the chain of earlier merges
+        merged["checks"] = old.get("checks")
     done = {(r["strategy"], r["seed"]) for r in runs}
     for seed in seeds:
         for label in names:
