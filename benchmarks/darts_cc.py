@@ -146,7 +146,7 @@ def darts_cc_options(args: argparse.Namespace, random: int = 0) -> dict[str, Any
                "lambda_max": args.lambda_max, "complexity": args.complexity,
                "order": args.order, "pivots": args.pivots,
                "lambda_sampling": args.lambda_sampling, "lambda_jitter": args.lambda_jitter,
-               "warmup_epochs": args.warmup,
+               "warmup_epochs": args.warmup, "alpha_average_epochs": args.alpha_average,
                "plots": False}  # this script draws them, outside the CPU seconds it measures
     if args.reference:
         options.update(REFERENCE)
@@ -452,8 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=64, help="search batch size")
     parser.add_argument("--lambda-min", type=float, default=3e-2)
     parser.add_argument("--lambda-max", type=float, default=1e1)
-    parser.add_argument("--lambda-sampling", default="anchors", choices=("uniform", "anchors"),
-                        help="λ̃ per step: uniform (the reference's) or an anchor plus jitter")
+    parser.add_argument("--lambda-sampling", default="anchors",
+                        choices=("uniform", "anchors", "stratified", "coupled"),
+                        help="λ̃ per step: uniform (the reference's), an anchor plus jitter, or one "
+                             "λ̃ per anchor every step on groups of the batch (stratified) or on "
+                             "copies of it with common Gumbel noise (coupled)")
+    parser.add_argument("--alpha-average", type=int, default=0,
+                        help="DARTS-CC: derive the family from the mean of α(λ)'s hypernetwork "
+                             "over the architecture steps of the last N epochs (0: the final one)")
     parser.add_argument("--lambda-jitter", type=float, default=1.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
     parser.add_argument("--cc-epochs", type=int, default=20,

@@ -90,12 +90,18 @@ def main() -> None:
               "expected_params_per_epoch": [[round(e) for e in h["expected_params"]]
                                             for h in meta["history"]],
               "last6": [sum(map(target_shape, arch_epochs[-6:])), len(arch_epochs[-6:])],
+              # the final α's own family (with alpha_average_epochs, "params" is the averaged's)
+              "params_final_alpha": history[-1],
+              "target_shape_final_alpha": target_shape(history[-1]),
+              "params_avg_per_epoch": [[count(g) for g in h["genotypes_avg"]]
+                                       for h in meta["history"] if "genotypes_avg" in h],
               "search_cpu_seconds": meta.get("search_cpu_seconds_this_process"),
               "search_seconds": meta.get("search_seconds"),
               "genotypes": [str(t.arch) for t in fam]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("params", "target_shape", "last6",
+                                              "params_final_alpha", "target_shape_final_alpha",
                                               "expected_params", "search_cpu_seconds")}))
 
 

@@ -427,6 +427,9 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
             "-o", f"task.root={data}", "-o", "space.C=2", "-o", "method.epochs=4",
             "-o", "method.batch_size=32", "-o", "method.order=1", "-o", "method.random_baseline=2",
             "-o", "method.lambdas=[0,1]", "-o", "method.tau_decay=0.2",
+            # the family from the mean of α(λ) over the last 3 epochs: killed after epoch 2 or 3,
+            # the resumed run must carry the running sum over
+            "-o", "method.alpha_average_epochs=3",
             "-o", "evaluator.epochs=1", "-o", "evaluator.batch_size=32",
             "-o", "evaluator.measure_latency=false", "--quiet"]
 
@@ -457,6 +460,8 @@ def test_darts_cc_cli_protocol_file_kill_9_resume(tmp_path):
     assert [json.loads(r[5])["lambda"] for r in full[:2]] == [1e-8, 1e-4]
     meta = history(tmp_path / "full")
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    assert meta["alpha_average_epochs"] == 3 and meta["averaged_steps"] == 3 * 2
+    assert meta["history"][-1]["genotypes_avg"] == meta["derived"]
     assert (tmp_path / "full" / "plots" / "darts_cc_acc_vs_params.png").exists()
     # same α(λ) per epoch, same genotypes, same trials as the uninterrupted run
     killed = history(tmp_path / "killed")
@@ -496,3 +501,163 @@ def test_benchmark_reuse_refuses_other_settings(tmp_path, capsys):
             bench.reusable(argparse.Namespace(**{**vars(ns), **change}), path)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# variance reduction: stratified / coupled λ̃ per step, iterate averaging of α(λ)
+
+
+def test_stratified_draws_one_lambda_per_anchor():
+    g = torch.Generator().manual_seed(0)
+    for sampling in ("stratified", "coupled"):
+        r = LambdaRange(1e-2, 1e1, sampling, 5, 1.0)
+        for _ in range(200):
+            strata = r.strata(g)
+            assert len(strata) == 5
+            for k, (lam, t) in enumerate(strata):  # anchor k's hat: [(k-1)/4, (k+1)/4]
+                assert max(0.0, (k - 1) / 4) <= t <= min(1.0, (k + 1) / 4)
+                assert lam == pytest.approx(r.value(t))
+        # each step's K draws reach every anchor with 1/K of the step's weight, every step
+        assert all(m == pytest.approx(0.2, abs=0.01) for m in r.anchor_mass(4000, g))
+    r = LambdaRange(1e-2, 1e1, "stratified", 3, 0.0)
+    assert [t for _, t in r.strata(g)] == [0.0, 0.5, 1.0]  # jitter 0: the anchors themselves
+
+
+class _RowWise(torch.nn.Module):
+    """A stand-in supernet without batch statistics: each row's logits depend on that row's
+    input and mixing weights only, so a batch's loss is the mean of its rows' losses."""
+
+    def __init__(self, n_edges: int, n_ops: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.x_map = torch.nn.Parameter(torch.randn(64, 10, generator=g))
+        self.w_map = torch.nn.Parameter(torch.randn(2 * n_edges * n_ops, 10, generator=g))
+
+    def forward(self, x, weights):
+        w = torch.cat([weights["normal"], weights["reduce"]], dim=1).flatten(1)
+        return x.flatten(1) @ self.x_map + w @ self.w_map
+
+
+def test_stratified_and_coupled_losses_are_the_groups_losses():
+    from nasforge.methods.darts_cc import group_sizes, hyperloss
+
+    hyper = AlphaHypernet(len(PRIMITIVES), 2, anchors=5, learn_pivots=False)
+    with torch.no_grad():
+        for p in hyper.parameters():
+            if p.requires_grad:
+                p.normal_(0, 1, generator=torch.Generator().manual_seed(2))
+    model = DartsCCModel(_RowWise(hyper.n_edges, len(PRIMITIVES)), hyper).train()
+    model.tau, model.noise_seed = 0.7, 123
+    table = {ct: torch.arange(hyper.n_edges * len(PRIMITIVES), dtype=torch.float64)
+             .view(hyper.n_edges, -1) for ct in ("normal", "reduce")}
+    strata = [(0.01, 0.0), (0.1, 0.3), (1.0, 0.55), (3.0, 0.8), (10.0, 1.0)]
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(7, 1, 8, 8, generator=g), torch.arange(7) % 10
+
+    def single(lam, t, rows_x, rows_y, seed_generator):
+        """The loss of ``rows`` at one λ (the reference path), Gumbel noise from the generator."""
+        alphas = model.alphas(t)
+        w = {ct: gumbel_weights(alphas[ct], rows_x.shape[0], model.tau, seed_generator)
+             for ct in ("normal", "reduce")}
+        ce = torch.nn.functional.cross_entropy(model.supernet(rows_x, w), rows_y, reduction="sum")
+        return ce.detach(), (lam * expected_params(alphas, table) / 5.0).detach()
+
+    # stratified: consecutive groups of 2, 2, 1, 1, 1 rows, one noise stream over them
+    assert group_sizes(7, 5) == [2, 2, 1, 1, 1] and group_sizes(3, 5) == [1, 1, 1, 0, 0]
+    model.strata = strata
+    got = hyperloss(table, 5.0)(model, (x, y)).detach()
+    gen, total, start = torch.Generator().manual_seed(123), 0.0, 0
+    for (lam, t), n in zip(strata, group_sizes(7, 5)):
+        ce, cx = single(lam, t, x[start:start + n], y[start:start + n], gen)
+        total, start = total + ce / 7 + (n / 7) * cx, start + n
+    assert float(got) == pytest.approx(float(total), rel=1e-6)
+    # coupled: every group sees all 7 rows with the same noise (common random numbers)
+    got = hyperloss(table, 5.0, coupled=True)(model, (x, y)).detach()
+    total = 0.0
+    for lam, t in strata:
+        ce, cx = single(lam, t, x, y, torch.Generator().manual_seed(123))
+        total = total + (ce / 7 + cx) / 5
+    assert float(got) == pytest.approx(float(total), rel=1e-6) and not model.replicated
+    # the gradient reaches every anchor in one step
+    hyper.zero_grad()
+    hyperloss(table, 5.0, coupled=True)(model, (x, y)).backward()
+    grad = hyper.cells["normal"][0].anchors.grad
+    assert all(float(grad[k].abs().sum()) > 0 for k in range(5))
+    # no strata: the reference path, unchanged
+    model.strata, model.lam, model.lam_tilde = None, 1.0, 0.55
+    ce, cx = single(1.0, 0.55, x, y, torch.Generator().manual_seed(123))
+    assert float(hyperloss(table, 5.0)(model, (x, y)).detach()) == pytest.approx(float(ce / 7 + cx),
+                                                                        rel=1e-6)
+
+
+def test_alpha_average_is_the_mean_of_the_iterates_and_resumes_exactly(tmp_path):
+    from nasforge.methods.darts_cc import LambdaSchedule
+    from nasforge.training import Callback
+
+    class Iterates(Callback):  # after LambdaSchedule: the hypernetwork after every step
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, list[torch.Tensor]]] = []
+
+        def on_step_end(self, engine, loss: float, acc: float) -> None:
+            self.seen.append((engine.epoch, [p.detach().clone()
+                                             for p in engine.model.hyper.parameters()]))
+
+    method = DartsCC(epochs=4, batch_size=4, order=1, pivots="fixed", complexity="relative",
+                     lambda_min=1e-2, lambda_max=1e1, lambda_sampling="coupled", arch_lr=0.03,
+                     warmup_epochs=1, alpha_average_epochs=2)
+    model, engine, _, data = method.build(_context())
+    iterates = Iterates()
+    engine.callbacks.append(iterates)
+    engine.fit(data, checkpoint=tmp_path / "full.pt")
+    schedule = next(cb for cb in engine.callbacks if isinstance(cb, LambdaSchedule))
+    tail = [ps for epoch, ps in iterates.seen if epoch >= 3]  # the last 2 of 4 epochs
+    assert schedule.avg_count == len(tail) == 4
+    averaged = schedule.averaged(model.hyper)
+    for i, p in enumerate(averaged.parameters()):
+        mean = torch.stack([ps[i].double() for ps in tail]).mean(0).float()
+        assert torch.allclose(p, mean, atol=1e-7)
+    assert not all(torch.equal(a, b) for a, b in zip(averaged.parameters(),
+                                                     model.hyper.parameters()))
+    # the history holds the averaged family from the first averaged epoch on
+    hist = engine.state["history"]
+    assert ["genotypes_avg" in h for h in hist] == [False, False, True, True]
+    assert hist[-1]["averaged_steps"] == 4
+    # killed after epoch 3's checkpoint (inside the averaging window), resumed: the same mean
+    class Stop(Exception):
+        pass
+
+    class Die(Callback):
+        def __init__(self, at: int | None) -> None:
+            self.at = at
+
+        def on_step_start(self, engine) -> None:
+            if engine.epoch == self.at:
+                raise Stop
+
+    cut, engine_cut, _, data2 = method.build(_context())
+    engine_cut.callbacks.insert(0, Die(4))
+    with pytest.raises(Stop):
+        engine_cut.fit(data2, checkpoint=tmp_path / "cut.pt")
+    model2, engine2, _, data2 = method.build(_context())
+    engine2.callbacks.insert(0, Die(None))
+    engine2.fit(data2, checkpoint=tmp_path / "cut.pt", resume=True)
+    schedule2 = next(cb for cb in engine2.callbacks if isinstance(cb, LambdaSchedule))
+    assert schedule2.avg_count == 4
+    for a, b in zip(schedule2.averaged(model2.hyper).parameters(), averaged.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(model2.hyper.parameters(), model.hyper.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_variance_reduction_options_are_checked():
+    for bad, match in [({"alpha_average_epochs": -1}, "alpha_average_epochs"),
+                       ({"alpha_average_epochs": 1.5}, "alpha_average_epochs"),
+                       ({"epochs": 5, "warmup_epochs": 2, "alpha_average_epochs": 4},
+                        "at most epochs - warmup_epochs = 3"),
+                       ({"lambda_sampling": "stratified", "lambda_classifier": True},
+                        "lambda_classifier"),
+                       ({"lambda_sampling": "pairs"}, "'stratified' or 'coupled'")]:
+        with pytest.raises(ConfigError, match=match):
+            registry.create("methods", "darts_cc", **bad)
+    ref = registry.create("methods", "darts_cc")
+    assert (ref.alpha_average_epochs, ref.lambda_sampling) == (0, "uniform")  # off by default

@@ -45,7 +45,13 @@ uniform λ̃ gives the end anchors half of an inner one's), ``warmup_epochs`` (t
 train the weights only), ``arch_batch_size`` (the architecture steps' batch, by default
 ``batch_size``: a larger one averages the noise of the architecture gradient, which at few
 steps decides the argmax of a nearly flat α), ``lambda_classifier`` (the reference's
-λ-conditioned final classifier, ``LambdaLinear``, in the search);
+λ-conditioned final classifier, ``LambdaLinear``, in the search); variance reduction of the
+architecture gradient: ``lambda_sampling: stratified`` (every step one λ̃ per anchor, on
+consecutive groups of the batch) or ``coupled`` (every step one λ̃ per anchor, each on a copy of
+the whole batch with the same Gumbel noise: common random numbers, so neighbouring anchors
+differ by their λ, not by their batches), and ``alpha_average_epochs`` (the family derived from
+the mean of the hypernetwork's parameters over the architecture steps of the last epochs: tail
+iterate averaging);
 ``configs/darts_cc_digits_cpu.yaml`` is the CPU-scale preset.
 
 Budget: the method's trials are fixed by its options (family and random baseline); the run's
@@ -88,6 +94,12 @@ class DartsCCModel(nn.Module):
     batch size. In eval mode the weights are ``softmax(α(eval_tilde))``. With a ``classifier``
     (``LambdaLinear``, option ``lambda_classifier``) the logits come from it at the same λ̃
     instead of the supernet's own classifier.
+
+    ``strata`` (``lambda_sampling`` ``stratified`` / ``coupled``; ``None`` otherwise): one
+    ``(λ, λ̃)`` per group; in training mode the batch's rows are split into ``len(strata)``
+    consecutive groups of sizes ``group_sizes`` and group g is mixed with Gumbel weights of
+    α(λ̃_g). With ``replicated`` set (``hyperloss`` of a ``coupled`` step: the batch repeated
+    once per group), every group draws the same Gumbel noise (common random numbers).
     """
 
     def __init__(self, supernet: nn.Module, hyper: AlphaHypernet,
@@ -96,6 +108,8 @@ class DartsCCModel(nn.Module):
         self.supernet, self.hyper, self.classifier = supernet, hyper, classifier
         self.lam, self.lam_tilde, self.eval_tilde, self.tau = 0.0, 0.0, 0.0, 1.0
         self.noise_seed = 0
+        self.strata: list[tuple[float, float]] | None = None
+        self.replicated = False
 
     def alphas(self, tilde: float | None = None) -> dict[str, torch.Tensor]:
         return self.hyper(self.lam_tilde if tilde is None else tilde)
@@ -110,8 +124,20 @@ class DartsCCModel(nn.Module):
     def mixing_weights(self, batch: int) -> dict[str, torch.Tensor]:
         if self.training:
             generator = torch.Generator().manual_seed(self.noise_seed)
-            alphas = self.alphas()
-            return {ct: gumbel_weights(alphas[ct], batch, self.tau, generator) for ct in CELL_TYPES}
+            if not self.strata:
+                alphas = self.alphas()
+                return {ct: gumbel_weights(alphas[ct], batch, self.tau, generator)
+                        for ct in CELL_TYPES}
+            parts: dict[str, list[torch.Tensor]] = {ct: [] for ct in CELL_TYPES}
+            for (_, t), n in zip(self.strata, group_sizes(batch, len(self.strata))):
+                if n == 0:
+                    continue
+                if self.replicated:  # every replica of the batch sees the same noise
+                    generator = torch.Generator().manual_seed(self.noise_seed)
+                alphas = self.alphas(t)
+                for ct in CELL_TYPES:
+                    parts[ct].append(gumbel_weights(alphas[ct], n, self.tau, generator))
+            return {ct: torch.cat(parts[ct], dim=0) for ct in CELL_TYPES}
         return {ct: F.softmax(a, dim=-1) for ct, a in self.alphas(self.eval_tilde).items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,46 +151,126 @@ class DartsCCModel(nn.Module):
 class LambdaSchedule(Callback):
     """Engine callback (before ``Bilevel``): λ and the Gumbel noise seed per step, the
     temperature per epoch, and after every epoch α(λ̃), its expected parameter count and the
-    genotype at each λ̃ of the family in ``engine.state["history"]``."""
+    genotype at each λ̃ of the family in ``engine.state["history"]``.
+
+    With ``alpha_average_epochs = k > 0`` it also sums the hypernetwork's parameters after every
+    step of the last ``k`` epochs (each one follows an architecture step; the weight step does
+    not move them), in float64, with the count: ``averaged()`` is their mean (tail / Polyak
+    iterate averaging), checkpointed through ``state_dict``; the history then also holds the
+    averaged family so far (``expected_params_avg``, ``genotypes_avg``)."""
 
     def __init__(self, method: "DartsCC", table: dict[str, torch.Tensor], ops: Sequence[str]):
         self.m, self.table, self.ops = method, table, list(ops)
         self.range = LambdaRange(method.lambda_min, method.lambda_max, method.lambda_sampling,
                                  method.anchors, method.lambda_jitter)
+        self.stratified = method.lambda_sampling in ("stratified", "coupled")
+        self.avg_sum: dict[str, torch.Tensor] = {}
+        self.avg_count = 0
 
     def on_epoch_start(self, engine: Engine) -> None:
         engine.model.tau = temperature(engine.epoch - 1, self.m.tau_decay, self.m.tau_min)
 
     def on_step_start(self, engine: Engine) -> None:
         model = engine.model
-        model.lam, model.lam_tilde = self.range.sample(engine.rng)
+        if self.stratified:
+            model.strata = self.range.strata(engine.rng)
+            model.lam, model.lam_tilde = model.strata[0]
+        else:
+            model.lam, model.lam_tilde = self.range.sample(engine.rng)
         model.noise_seed = int(torch.randint(2**62, (), generator=engine.rng))
 
+    def averaging(self, epoch: int) -> bool:
+        k = self.m.alpha_average_epochs
+        return k > 0 and epoch > self.m.epochs - k
+
+    def on_step_end(self, engine: Engine, loss: float, acc: float) -> None:
+        if not self.averaging(engine.epoch):
+            return
+        with torch.no_grad():
+            for name, p in engine.model.hyper.named_parameters():
+                value = p.detach().to("cpu", torch.float64)
+                if name in self.avg_sum:
+                    self.avg_sum[name] += value
+                else:
+                    self.avg_sum[name] = value.clone()
+        self.avg_count += 1
+
+    def averaged(self, hyper: nn.Module) -> nn.Module | None:
+        """A copy of ``hyper`` holding the mean of the summed iterates (``None`` before any)."""
+        if not self.avg_count:
+            return None
+        import copy
+
+        out = copy.deepcopy(hyper)
+        with torch.no_grad():
+            for name, p in out.named_parameters():
+                p.copy_((self.avg_sum[name] / self.avg_count).to(p))
+        return out
+
     def on_epoch_end(self, engine: Engine, logs: dict[str, float]) -> None:
-        engine.state.setdefault("history", []).append(
-            snapshot(engine.model, self.m.lambdas, self.table, self.ops, self.m.derive,
-                     epoch=engine.epoch, tau=engine.model.tau,
-                     train_loss=logs.get("train_loss")))
+        entry = snapshot(engine.model.hyper, self.m.lambdas, self.table, self.ops, self.m.derive,
+                         epoch=engine.epoch, tau=engine.model.tau,
+                         train_loss=logs.get("train_loss"))
+        avg = self.averaged(engine.model.hyper)
+        if avg is not None:
+            more = snapshot(avg, self.m.lambdas, self.table, self.ops, self.m.derive)
+            entry.update(expected_params_avg=more["expected_params"],
+                         genotypes_avg=more["genotypes"], averaged_steps=self.avg_count)
+        engine.state.setdefault("history", []).append(entry)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"avg_sum": {k: v.clone() for k, v in self.avg_sum.items()},
+                "avg_count": self.avg_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.avg_sum = {k: v.clone() for k, v in state.get("avg_sum", {}).items()}
+        self.avg_count = int(state.get("avg_count", 0))
 
 
-def hyperloss(table: dict[str, torch.Tensor], scale: float = 1.0
+def group_sizes(batch: int, groups: int) -> list[int]:
+    """Sizes of ``groups`` consecutive groups of ``batch`` rows, the first ``batch % groups``
+    one row larger (``numpy.array_split``'s)."""
+    return [batch // groups + (1 if g < batch % groups else 0) for g in range(groups)]
+
+
+def hyperloss(table: dict[str, torch.Tensor], scale: float = 1.0, coupled: bool = False
               ) -> Callable[[nn.Module, tuple], torch.Tensor]:
     """The architecture loss: cross-entropy plus λ times the expected parameter count divided
-    by ``scale`` (1: the reference's raw count; ``complexity_scale(table, "relative")``)."""
+    by ``scale`` (1: the reference's raw count; ``complexity_scale(table, "relative")``).
+
+    With ``model.strata`` (``lambda_sampling`` ``stratified``), the mean over the rows of each
+    row's loss at its group's λ: ``CE + Σ_g (n_g / B) λ_g · expected_params(α(λ̃_g)) / scale``.
+    ``coupled``: the batch is repeated once per group (every group sees the same rows and, via
+    ``model.replicated``, the same Gumbel noise) and each group weighs ``1 / G``."""
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(model(x), y)
-        return loss + model.lam * expected_params(model.alphas(), table) / scale
+        strata = model.strata if model.training else None
+        if not strata:
+            loss = F.cross_entropy(model(x), y)
+            return loss + model.lam * expected_params(model.alphas(), table) / scale
+        G = len(strata)
+        if coupled:
+            x, y = x.repeat(G, *([1] * (x.dim() - 1))), y.repeat(G)
+            model.replicated = True
+        try:
+            loss = F.cross_entropy(model(x), y)
+        finally:
+            model.replicated = False
+        for (lam, t), n in zip(strata, group_sizes(x.shape[0], G)):
+            if n:
+                loss = loss + (n / x.shape[0]) * lam * expected_params(model.alphas(t), table) / scale
+        return loss
     return loss_fn
 
 
-def snapshot(model: DartsCCModel, lambdas: Sequence[float], table: dict[str, torch.Tensor],
+def snapshot(hyper: nn.Module, lambdas: Sequence[float], table: dict[str, torch.Tensor],
              ops: Sequence[str], mode: str, **extra: Any) -> dict[str, Any]:
-    """softmax(α(λ̃)), its expected parameter count and genotype at each λ̃ (plain values)."""
+    """softmax(α(λ̃)), its expected parameter count and genotype at each λ̃ (plain values) of
+    the hypernetwork ``hyper`` (a ``DartsCCModel``'s ``hyper``, or its averaged copy)."""
     out: dict[str, Any] = {**extra, "weights": [], "expected_params": [], "genotypes": []}
     with torch.no_grad():
         for t in lambdas:
-            alphas = {ct: a.detach().cpu() for ct, a in model.hyper(t).items()}
+            alphas = {ct: a.detach().cpu() for ct, a in hyper(t).items()}
             out["weights"].append({ct: F.softmax(alphas[ct], -1).tolist() for ct in CELL_TYPES})
             out["expected_params"].append(float(expected_params(alphas, table)))
             out["genotypes"].append(str(derive(alphas, ops, mode)))
@@ -229,9 +335,9 @@ class DartsCC(Method):
                  tau_decay: float = 0.016, tau_min: float = 0.1, random_baseline: int = 0,
                  complexity: Literal["params", "relative"] = "params",
                  pivots: Literal["learned", "fixed"] = "learned", lambda_classifier: bool = False,
-                 lambda_sampling: Literal["uniform", "anchors"] = "uniform",
+                 lambda_sampling: Literal["uniform", "anchors", "stratified", "coupled"] = "uniform",
                  lambda_jitter: float = 1.0, warmup_epochs: int = 0,
-                 arch_batch_size: int | None = None,
+                 arch_batch_size: int | None = None, alpha_average_epochs: int = 0,
                  plots: bool = True, device: str = "cpu"):
         def positive_int(key: str, value: Any, low: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -245,6 +351,12 @@ class DartsCC(Method):
         positive_int("warmup_epochs", warmup_epochs, 0)
         if arch_batch_size is not None:
             positive_int("arch_batch_size", arch_batch_size)
+        positive_int("alpha_average_epochs", alpha_average_epochs, 0)
+        if alpha_average_epochs > epochs - warmup_epochs:
+            raise ConfigError(f"darts_cc: alpha_average_epochs = {alpha_average_epochs}; "
+                              f"expected at most epochs - warmup_epochs = "
+                              f"{epochs - warmup_epochs} (the epochs with architecture steps; "
+                              "0: no averaging, the final α)")
         if warmup_epochs >= epochs:
             raise ConfigError(f"darts_cc: warmup_epochs = {warmup_epochs}; expected fewer than "
                               f"epochs = {epochs} (the architecture would never be trained)")
@@ -260,7 +372,12 @@ class DartsCC(Method):
             LambdaRange(lambda_min, lambda_max, lambda_sampling, anchors, lambda_jitter)
         except ConfigError as exc:
             raise ConfigError(f"darts_cc: {exc} (options lambda_min, lambda_max, "
-                              "lambda_sampling: uniform or anchors, lambda_jitter)") from None
+                              "lambda_sampling: uniform, anchors, stratified or coupled, "
+                              "lambda_jitter)") from None
+        if lambda_classifier is True and lambda_sampling in ("stratified", "coupled"):
+            raise ConfigError(f"darts_cc: lambda_classifier with lambda_sampling = "
+                              f"{lambda_sampling!r}; expected lambda_sampling uniform or anchors "
+                              "(the λ-conditioned classifier takes one λ per batch)")
         lambdas = [0.0, 0.25, 0.5, 0.75, 1.0] if lambdas is None else list(lambdas)
         if not lambdas or any(isinstance(t, bool) or not isinstance(t, (int, float))
                               or not 0 <= t <= 1 for t in lambdas):
@@ -301,6 +418,7 @@ class DartsCC(Method):
         self.lambda_sampling, self.lambda_jitter = lambda_sampling, float(lambda_jitter)
         self.warmup_epochs = warmup_epochs
         self.arch_batch_size = batch_size if arch_batch_size is None else arch_batch_size
+        self.alpha_average_epochs = alpha_average_epochs
         if not isinstance(lambda_classifier, bool):
             raise ConfigError(f"darts_cc: lambda_classifier = {lambda_classifier!r}; expected "
                               "true or false")
@@ -353,7 +471,8 @@ class DartsCC(Method):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights_opt, T_max=self.epochs,
                                                               eta_min=self.lr_min)
         architect = Architect(model, weight_params, arch_params,
-                              hyperloss(table, complexity_scale(table, self.complexity)),
+                              hyperloss(table, complexity_scale(table, self.complexity),
+                                        coupled=self.lambda_sampling == "coupled"),
                               order=self.order, weight_optimizer=weights_opt)
         callbacks = [LambdaSchedule(self, table, space.ops),
                      Bilevel(architect, (x[arch_idx], y[arch_idx]), self.arch_batch_size,
@@ -363,7 +482,8 @@ class DartsCC(Method):
                              epochs=self.epochs, cosine=False, grad_clip=self.grad_clip,
                              amp=False,
                              # whole batches of either step (an architecture batch split into
-                             # chunks would repeat the step's Gumbel noise in every chunk)
+                             # chunks would repeat the step's Gumbel noise in every chunk, and
+                             # split the λ groups of stratified sampling)
                              max_chunk=max(self.batch_size, self.arch_batch_size))
         engine = Engine(model, config, seed=ctx.seed, device=self.device,
                         optimizers={"weights": weights_opt, "alpha": alpha_opt},
@@ -379,7 +499,11 @@ class DartsCC(Method):
         cpu = time.process_time() - cpu
         space = ctx.space
         lam_range = LambdaRange(self.lambda_min, self.lambda_max)
-        final = snapshot(model, self.lambdas, table, space.ops, self.derive)
+        schedule = next(cb for cb in engine.callbacks if isinstance(cb, LambdaSchedule))
+        averaged = schedule.averaged(model.hyper) if self.alpha_average_epochs else None
+        if averaged is not None:  # the family (and model.derive) from the averaged iterates
+            model.hyper.load_state_dict(averaged.state_dict())
+        final = snapshot(model.hyper, self.lambdas, table, space.ops, self.derive)
         randoms = random_genotypes(self.random_baseline, space.ops, space.nodes, self.derive,
                                    ctx.rng(0xDA7D)) if self.random_baseline else []
         return {"lambdas": self.lambdas,
@@ -393,6 +517,8 @@ class DartsCC(Method):
                 "complexity": self.complexity, "lambda_sampling": self.lambda_sampling,
                 "lambda_jitter": self.lambda_jitter, "warmup_epochs": self.warmup_epochs,
                 "batch_size": self.batch_size, "arch_batch_size": self.arch_batch_size,
+                "alpha_average_epochs": self.alpha_average_epochs,
+                "averaged_steps": schedule.avg_count,
                 "complexity_scale": complexity_scale(table, self.complexity),
                 "order": self.order, "first_id": ctx.next_id(),
                 "supernet_params": sum(p.numel() for p in model.supernet.parameters())}
@@ -407,7 +533,7 @@ class DartsCC(Method):
             state = loaded[1]
         optional = ("search_cpu_seconds_this_process", "complexity", "complexity_scale",
                     "lambda_sampling", "lambda_jitter", "warmup_epochs", "batch_size",
-                    "arch_batch_size")
+                    "arch_batch_size", "alpha_average_epochs", "averaged_steps")
         ctx.store.set_meta(self.name, {k: state[k] for k in (
             "lambdas", "lambda_values", "derived", "expected_params", "random", "history",
             "search_seconds", "epochs", "order", "supernet_params", "arch_loss")

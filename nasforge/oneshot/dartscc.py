@@ -64,8 +64,10 @@ PARAMETER_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
 #: how λ̃ is drawn per step: ``uniform`` (the reference's, λ log-uniform) or ``anchors`` (an
-#: anchor of the grid ``k / (K - 1)`` drawn uniformly, plus uniform jitter, clipped to [0, 1])
-LAMBDA_SAMPLING = ("uniform", "anchors")
+#: anchor of the grid ``k / (K - 1)`` drawn uniformly, plus uniform jitter, clipped to [0, 1]);
+#: ``stratified`` and ``coupled`` draw one λ̃ per anchor every step (``LambdaRange.strata``;
+#: the method splits or replicates the batch over them)
+LAMBDA_SAMPLING = ("uniform", "anchors", "stratified", "coupled")
 
 
 class LambdaRange:
@@ -118,8 +120,21 @@ class LambdaRange:
             raise ConfigError(f"lambda_tilde = {tilde!r}; expected a number in [0, 1]")
         return 10.0 ** (self.log_low + tilde * (self.log_high - self.log_low))
 
+    def strata(self, generator: torch.Generator) -> list[tuple[float, float]]:
+        """One ``(λ, λ̃)`` per anchor ``k = 0 .. K-1``: ``λ̃_k = clip((k + jitter · u_k) / (K - 1),
+        0, 1)`` with independent ``u_k`` uniform in ``[-1, 1]`` (``sampling`` ``stratified`` and
+        ``coupled``): the draw of ``anchors`` sampling, stratified by anchor, so every step's
+        architecture gradient reaches every anchor with exactly its ``1 / K`` share."""
+        out = []
+        for k in range(self.anchors):
+            u = 2.0 * float(torch.rand((), generator=generator)) - 1.0
+            t = min(1.0, max(0.0, (k + self.jitter * u) / (self.anchors - 1)))
+            out.append((self.value(t), t))
+        return out
+
     def sample(self, generator: torch.Generator) -> tuple[float, float]:
-        """``(λ, λ̃)``, λ̃ drawn as ``sampling`` says (``uniform``: λ log-uniform in the range)."""
+        """``(λ, λ̃)``, λ̃ drawn as ``sampling`` says (``uniform``: λ log-uniform in the range;
+        ``stratified`` and ``coupled``: one of ``strata``, drawn as ``anchors`` draws)."""
         if self.sampling == "uniform":
             t = float(torch.rand((), generator=generator))
         else:
@@ -133,11 +148,15 @@ class LambdaRange:
         draws of ``sample``: how much of the architecture gradient each anchor receives."""
         K, mass = self.anchors, [0.0] * self.anchors
         for _ in range(draws):
-            _, t = self.sample(generator)
-            seg = min(max(int(math.floor(0.99999 * t * (K - 1))), 0), K - 2)
-            d = (seg + 1) - t * (K - 1)
-            mass[seg] += d / draws
-            mass[seg + 1] += (1 - d) / draws
+            if self.sampling in ("stratified", "coupled"):  # a step's K draws share its weight
+                ts = [t for _, t in self.strata(generator)]
+            else:
+                ts = [self.sample(generator)[1]]
+            for t in ts:
+                seg = min(max(int(math.floor(0.99999 * t * (K - 1))), 0), K - 2)
+                d = (seg + 1) - t * (K - 1)
+                mass[seg] += d / draws / len(ts)
+                mass[seg + 1] += (1 - d) / draws / len(ts)
         return mass
 
 
