@@ -74,12 +74,12 @@ from nasforge.run.rundir import Run
 
 REFERENCE = {"complexity": "params", "lambda_min": 1e-8, "lambda_max": 1e-4, "arch_lr": 1e-3,
              "order": 2, "pivots": "learned", "lambda_sampling": "uniform", "warmup_epochs": 0,
-             "lr": 0.025, "arch_batch_size": None}
+             "lr": 0.025, "arch_batch_size": None, "alpha_average_epochs": 0}
 #: the arguments that fix the random genotypes and their training, and DARTS's and GDAS's runs:
 #: a ``front`` result may be reused (``--reuse``) only when they are the same
 #: the CPU preset's DARTS-CC search batch, architecture batch and weights' learning rate
 #: (``configs/darts_cc_digits_cpu.yaml``)
-CC_BATCH, ARCH_BATCH, WEIGHT_LR = 128, 512, 0.1
+CC_BATCH, ARCH_BATCH, WEIGHT_LR = 128, 64, 0.1
 REUSE_KEYS = ("task", "C", "epochs", "train_epochs", "train_batch", "random", "derive", "limit",
               "batch", "arch_lr", "oneshot_warmup")
 #: what fixes the random genotypes and their training alone: ``--rerun`` (DARTS and / or GDAS
@@ -188,6 +188,11 @@ def family_stats(trials: list, meta: dict, cpu_total: float) -> dict[str, Any]:
            "family_train_seconds": train_seconds,
            "family_train_seconds_each": [t.result.cost.get("train_seconds") for t in trained],
            "genotypes": [str(t.arch) for t in fam]}
+    history = meta.get("history") or []
+    if meta.get("alpha_average_epochs") and history:
+        # the family is the averaged α(λ)'s; the final α's own genotypes, for comparison
+        out["alpha_average_epochs"] = meta["alpha_average_epochs"]
+        out["final_alpha_genotypes"] = history[-1]["genotypes"]
     if search_cpu is not None and not randoms:  # the run trained the family only
         # the run's CPU seconds less the search's: the family's training, plus loading the
         # task and building the supernet (a few seconds; an overestimate of the training)
@@ -452,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=64, help="search batch size")
     parser.add_argument("--lambda-min", type=float, default=3e-2)
     parser.add_argument("--lambda-max", type=float, default=1e1)
-    parser.add_argument("--lambda-sampling", default="anchors",
+    parser.add_argument("--lambda-sampling", default="coupled",
                         choices=("uniform", "anchors", "stratified", "coupled"),
                         help="λ̃ per step: uniform (the reference's), an anchor plus jitter, or one "
                              "λ̃ per anchor every step on groups of the batch (stratified) or on "
@@ -460,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha-average", type=int, default=0,
                         help="DARTS-CC: derive the family from the mean of α(λ)'s hypernetwork "
                              "over the architecture steps of the last N epochs (0: the final one)")
-    parser.add_argument("--lambda-jitter", type=float, default=1.0,
+    parser.add_argument("--lambda-jitter", type=float, default=0.0,
                         help="with --lambda-sampling anchors: jitter, a fraction of the spacing")
     parser.add_argument("--cc-epochs", type=int, default=20,
                         help="DARTS-CC search epochs (0: --epochs, which DARTS and GDAS use)")

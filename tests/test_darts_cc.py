@@ -250,9 +250,10 @@ def test_options_are_checked():
     cpu = load_config(ROOT / "configs" / "darts_cc_digits_cpu.yaml")
     preset = registry.create("methods", "darts_cc", **cpu.method_options)
     assert (preset.complexity, preset.lambda_min, preset.lambda_max, preset.pivots,
-            preset.lambda_sampling, preset.warmup_epochs) \
-        == ("relative", 3e-2, 10.0, "fixed", "anchors", 10)
-    assert (preset.lr, preset.batch_size, preset.arch_batch_size) == (0.1, 128, 512)
+            preset.lambda_sampling, preset.lambda_jitter, preset.warmup_epochs) \
+        == ("relative", 3e-2, 10.0, "fixed", "coupled", 0.0, 10)
+    assert (preset.lr, preset.batch_size, preset.arch_batch_size) == (0.1, 128, 64)
+    assert preset.alpha_average_epochs == 0
     assert (ref.lr, ref.arch_batch_size) == (0.025, ref.batch_size)
     assert (ref.lambda_sampling, ref.warmup_epochs) == ("uniform", 0)
     assert isinstance(registry.create("methods", "darts_cc"), DartsCC)

@@ -326,3 +326,17 @@ def test_retrain_reuse_refuses_other_training(tmp_path, monkeypatch, capsys, cha
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def test_darts_cc_benchmark_defaults_are_the_cpu_preset():
+    # benchmarks/darts_cc.py family's defaults run configs/darts_cc_digits_cpu.yaml's search
+    from nasforge.config import load_config
+
+    bench = bench_module()
+    preset = load_config(ROOT / "configs" / "darts_cc_digits_cpu.yaml").method_options
+    options = bench.darts_cc_options(argparse.Namespace(**bench.main_defaults()))
+    options.pop("plots")  # the benchmark draws its own
+    # the preset's Gumbel schedule is written as decay and floor: 1 -> 0.2 over the search
+    assert options.pop("tau_decay") == pytest.approx(preset["tau_decay"])
+    assert {k: preset.get(k, registry.create("methods", "darts_cc").__dict__.get(k))
+            for k in options} == options
