@@ -26,10 +26,11 @@ Defaults are the **CPU-scale preset** (``configs/darts_cc_digits_cpu.yaml``, cho
 search's behaviour on the training split, see ``docs/darts.md``): 3 cells, C = 4, 4 nodes, the 8
 operations, the full training split, first-order architecture steps, the complexity term
 relative to the cells' largest parameter count (``complexity: relative``) with λ in [3e-2, 1e1],
-λ̃ drawn at an anchor of α(λ̃) plus jitter (``--lambda-sampling anchors --lambda-jitter 1``),
+every architecture step at all 5 anchors of α(λ̃) on copies of one batch with common Gumbel
+noise (``--lambda-sampling coupled --lambda-jitter 0``, third revision, 2026-12-02 14:00 UTC),
 architecture learning rate 0.03, fixed pivots of α(λ̃), DARTS-CC search batch 128 with
-architecture batch 512 and weights' learning rate 0.1 (``--cc-batch 128 --arch-batch 512 --lr
-0.1``), 20 search epochs of which 10 warm-up epochs train the weights only (``--cc-epochs 20
+architecture batch 64 (320 rows per call) and weights' learning rate 0.1 (``--cc-batch 128
+--arch-batch 64 --lr 0.1``), the family from the final α (``--alpha-average 0``), 20 search epochs of which 10 warm-up epochs train the weights only (``--cc-epochs 20
 --warmup 10``; DARTS and GDAS in ``front`` search ``--epochs 10 --oneshot-warmup 3`` at
 ``--batch``: ``configs/darts_digits_cpu.yaml`` and ``configs/gdas_digits_cpu.yaml``; results
 before 2026-12-02 08:30 UTC ran them 8 epochs without warm-up), Gumbel temperature 1 → 0.24
@@ -37,7 +38,9 @@ over the search; each genotype trained from scratch as the ``train``
 evaluator's defaults (Adam 3e-3, batch 64, 20 epochs, cosine), scored on the validation split.
 Results made before these defaults: files without ``cc_batch`` in their ``args`` ran ``--lr
 0.025`` with the search batch ``--batch`` for both steps; files without ``lambda_sampling`` ran
-``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``.
+``--lambda-max 100 --lambda-sampling uniform --warmup 0 --cc-epochs 0``; files without
+``alpha_average`` in their ``args`` (the second revision) ran ``--lambda-sampling anchors
+--lambda-jitter 1 --arch-batch 512``.
 ``--reference`` switches the DARTS-CC options back to the reference's (raw parameter count,
 λ in [1e-8, 1e-4], arch lr 1e-3, second order, learned pivots, uniform λ̃, no warm-up).
 
