@@ -291,8 +291,9 @@ def test_search_command_on_digits(tmp_path):
                      "predictor": "test_oracle_score", "time_predictor": "test_oracle_time"})])
 def test_benchmark_baselines_run_on_the_cell_space_deterministically(name, options):
     """The strategies benchmarks/progressive_digits.py compares search the cell space through
-    sample / mutate / the sequential view, and a seed fixes every cell asked (what ``--merge``
-    relies on to reuse earlier runs); another seed asks other cells."""
+    sample / mutate / the sequential view, and with a deterministic evaluator a seed fixes every
+    cell asked (``--merge`` reuses earlier runs; popnas with real training is the exception, its
+    time objective is a measured time); another seed asks other cells."""
     if name == "optuna":
         pytest.importorskip("optuna")
 
