@@ -17,6 +17,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 ROWS = [("digits, seed 0", "darts_cc_family_digits_cpl_seed0.json"),
         ("digits, seed 1", "darts_cc_family_digits_cpl_seed1.json"),
+        ("digits, seed 1, rerun (load 1-2)", "darts_cc_family_digits_cpl_seed1_rerun.json"),
         ("digits, seed 2", "darts_cc_family_digits_cpl_seed2_final.json"),
         ("digits, seed 2, `--alpha-average 5`", "darts_cc_family_digits_cpl_avg5_seed2.json"),
         ("MNIST-1D (`--limit 1200`)", "darts_cc_family_mnist1d_cpl.json")]
