@@ -764,6 +764,22 @@ class Strategy(abc.ABC):
             raise RuntimeError(f"strategy {self.name!r}: call setup(space, objective) before ask()")
         return self.space
 
+    # -- a state loaded before ``setup`` (its architecture texts need the space to be parsed) ----
+    _pending_state: dict[str, Any] | None = None
+
+    def _defer_until_setup(self, state: dict[str, Any]) -> bool:
+        """For a ``load_state_dict`` that parses texts: True (and the state kept) when no space
+        is attached yet; ``_load_pending_state`` at the end of ``setup`` then loads it."""
+        if self.space is None:
+            self._pending_state = state
+            return True
+        self._pending_state = None
+        return False
+
+    def _load_pending_state(self) -> None:
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
     """A numpy Generator's state as plain Python values (safe for ``weights_only`` loading)."""

@@ -118,7 +118,6 @@ class _ModelBased(Strategy):
         self.model = self._new_model(0)
         self.fitted_on = 0  # successful trials the model was fitted on (0: no model)
         self.fits = 0
-        self._pending_state: dict[str, Any] | None = None
 
     def _new_model(self, fit_index: int) -> BatchedMLPEnsemble:
         model = BatchedMLPEnsemble(seed=derive_seed(self.model_seed, fit_index),
@@ -244,14 +243,11 @@ class _ModelBased(Strategy):
     def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
               budget: int | None = None) -> None:
         super().setup(space, objective, budget=budget)
-        if self._pending_state is not None:  # a state loaded before setup: parse its texts now
-            self.load_state_dict(self._pending_state)
+        self._load_pending_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.space is None:
-            self._pending_state = state
+        if self._defer_until_setup(state):
             return
-        self._pending_state = None
         super().load_state_dict(state)
         space = self.space
         self.history = [(space.parse(t), None if s is None else float(s))

@@ -54,7 +54,6 @@ class RegularizedEvolution(Strategy):
         self.asked = 0
         self.told = 0
         self.failed = 0
-        self._pending: dict[str, Any] | None = None
 
     def ask(self, n: int = 1) -> list[Architecture]:
         space = self._require_space()
@@ -117,14 +116,11 @@ class RegularizedEvolution(Strategy):
     def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
               budget: int | None = None) -> None:
         super().setup(space, objective, budget=budget)
-        if self._pending is not None:  # a state loaded before setup: parse its texts now
-            self.load_state_dict(self._pending)
+        self._load_pending_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.space is None:
-            self._pending = state
+        if self._defer_until_setup(state):
             return
-        self._pending = None
         super().load_state_dict(state)
         space = self.space
         self.population = deque(

@@ -49,7 +49,6 @@ class LocalSearch(Strategy):
         self.moves = 0
         self.restarts = 0
         self._archs: dict[str, Architecture] = {}
-        self._pending: dict[str, Any] | None = None
 
     # -- asking ---------------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Architecture]:
@@ -146,8 +145,7 @@ class LocalSearch(Strategy):
     def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
               budget: int | None = None) -> None:
         super().setup(space, objective, budget=budget)
-        if self._pending is not None:
-            self.load_state_dict(self._pending)
+        self._load_pending_state()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),
@@ -157,10 +155,8 @@ class LocalSearch(Strategy):
                 "moves": self.moves, "restarts": self.restarts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.space is None:  # parse texts once the space is known
-            self._pending = state
+        if self._defer_until_setup(state):  # parse texts once the space is known
             return
-        self._pending = None
         super().load_state_dict(state)
         self.scores = {k: (None if v is None else tuple(map(float, v)) if isinstance(v, (list, tuple))
                            else float(v)) for k, v in state["scores"]}

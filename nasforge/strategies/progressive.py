@@ -132,7 +132,6 @@ class Progressive(Strategy):
         self.op_scores: dict[str, float] | None = None
         self.selected: list[dict[str, Any]] = []  # every step's chosen cells with predictions
         self.fits = 0
-        self._pending_state: dict[str, Any] | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
@@ -144,8 +143,7 @@ class Progressive(Strategy):
                               f"space {space.name!r} has none")
         super().setup(space, objective, budget=budget)
         self.blocks = int(getattr(space, "B", 5))
-        if self._pending_state is not None:
-            self.load_state_dict(self._pending_state)
+        self._load_pending_state()
 
     # -- ask / tell -------------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Architecture]:
@@ -412,10 +410,8 @@ class Progressive(Strategy):
                 "selected": [dict(r) for r in self.selected], "fits": self.fits}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.space is None:
-            self._pending_state = state
+        if self._defer_until_setup(state):
             return
-        self._pending_state = None
         super().load_state_dict(state)
         space = self.space
         self.step = int(state["step"])
