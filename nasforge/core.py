@@ -725,6 +725,7 @@ class Strategy(abc.ABC):
         self.objectives = Objectives.of(objective)
         self.objective = self.objectives.primary
         self.budget = budget
+        self._load_pending_state()
 
     @abc.abstractmethod
     def ask(self, n: int = 1) -> list[Architecture]: ...
@@ -769,7 +770,8 @@ class Strategy(abc.ABC):
 
     def _defer_until_setup(self, state: dict[str, Any]) -> bool:
         """For a ``load_state_dict`` that parses texts: True (and the state kept) when no space
-        is attached yet; ``_load_pending_state`` at the end of ``setup`` then loads it."""
+        is attached yet; ``setup`` then loads it (``_load_pending_state``, its last step; a
+        subclass that overrides ``setup`` calls ``super().setup`` last)."""
         if self.space is None:
             self._pending_state = state
             return True

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial, derive_seed
+from ..core import Architecture, Strategy, Trial, derive_seed
 from ..errors import ConfigError
 from ..predictors.batched import ENCODINGS, BatchedMLPEnsemble
 from ..registry import register
@@ -239,11 +239,6 @@ class _ModelBased(Strategy):
                 "asked": list(self.asked), "fitted_on": self.fitted_on, "fits": self.fits,
                 "model_seed": self.model_seed,
                 "model": self.model.state_dict() if self.fitted_on else {}}
-
-    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
-              budget: int | None = None) -> None:
-        super().setup(space, objective, budget=budget)
-        self._load_pending_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self._defer_until_setup(state):

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Literal, Sequence
 
-from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial
+from ..core import Architecture, Strategy, Trial
 from ..errors import ConfigError
 from ..pareto import crowded_order, rank_and_crowding
 from ..registry import register
@@ -112,11 +112,6 @@ class RegularizedEvolution(Strategy):
                 "population": [[str(a), list(s) if isinstance(s, tuple) else s]
                                for a, s in self.population],
                 "asked": self.asked, "told": self.told, "failed": self.failed}
-
-    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
-              budget: int | None = None) -> None:
-        super().setup(space, objective, budget=budget)
-        self._load_pending_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self._defer_until_setup(state):

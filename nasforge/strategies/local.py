@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..core import Architecture, Objective, Objectives, SearchSpace, Strategy, Trial
+from ..core import Architecture, Strategy, Trial
 from ..errors import ConfigError
 from ..pareto import crowded_order, dominates
 from ..registry import register
@@ -142,11 +142,6 @@ class LocalSearch(Strategy):
         return {"moves": self.moves, "restarts": self.restarts}
 
     # -- state ------------------------------------------------------------------------------------
-    def setup(self, space: SearchSpace, objective: Objective | Objectives, *,
-              budget: int | None = None) -> None:
-        super().setup(space, objective, budget=budget)
-        self._load_pending_state()
-
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),
                 "scores": [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.scores.items()],

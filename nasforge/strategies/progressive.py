@@ -141,9 +141,8 @@ class Progressive(Strategy):
             raise ConfigError(f"strategy progressive grows cells block by block and needs a "
                               f"space with first_cells() and expand(cell), such as 'cell'; "
                               f"space {space.name!r} has none")
-        super().setup(space, objective, budget=budget)
         self.blocks = int(getattr(space, "B", 5))
-        self._load_pending_state()
+        super().setup(space, objective, budget=budget)  # last: it loads a deferred state
 
     # -- ask / tell -------------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Architecture]:
