@@ -1,7 +1,8 @@
 """The core interfaces every nasforge component implements (see DESIGN.md).
 
 - ``Task``: a dataset ready for training (train / val / test tensors, input shape, classes).
-- ``Architecture``: an immutable, hashable value; ``str(arch)`` is its canonical text.
+- ``Architecture``: an immutable, hashable value; ``str(arch)`` is its canonical text
+  (``TextArchitecture``: one whose text is computed once and cached).
 - ``SearchSpace``: samples, mutates, parses and builds architectures, and exposes the sequential
   view (``choices`` / ``to_decisions`` / ``from_decisions`` / ``state_key``) that controllers use.
 - ``Network``: the ``nn.Module`` a space builds, split into ``encoder`` and ``head``.
@@ -94,6 +95,28 @@ class Architecture(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
+
+
+class TextArchitecture(Architecture):
+    """An ``Architecture`` that computes its canonical text once, into a ``_text`` field (set in
+    ``__post_init__``), and uses it for ``str`` and ``hash``: a space's lookups hash it often.
+
+    Equality: same type and equal ``_equal_by`` attribute (``_text`` unless a subclass names a
+    field, such as its tuple of operations). Subclasses are ``@dataclass(frozen=True, eq=False)``
+    so that the dataclass adds no ``__eq__`` / ``__hash__`` of its own.
+    """
+
+    _equal_by = "_text"
+
+    def __str__(self) -> str:
+        return self._text  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        key = self._equal_by
+        return type(other) is type(self) and getattr(self, key) == getattr(other, key)
+
+    def __hash__(self) -> int:
+        return hash(self._text)  # type: ignore[attr-defined]
 
 
 class Network(nn.Module):

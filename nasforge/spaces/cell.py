@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
 from ..errors import ArchitectureError, ConfigError
 from ..ops.cell_ops import ConvBNAct, OpSpec, SamePool, build_op, out_sizes, parse_op
 from ..registry import register
@@ -81,25 +81,17 @@ def block_text(block: Block) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class CellArch(Architecture):
+class CellArch(TextArchitecture):
     """A cell: a tuple of blocks ``(in1, op1, in2, op2)`` (empty: the empty cell)."""
 
     blocks: tuple[Block, ...]
     _text: str = field(init=False, repr=False, compare=False)
+    _equal_by = "blocks"  # equal when the blocks are
 
     def __post_init__(self) -> None:
         blocks = tuple((int(a), str(b), int(c), str(d)) for a, b, c, d in self.blocks)
         object.__setattr__(self, "blocks", blocks)
         object.__setattr__(self, "_text", "[" + ";".join(block_text(b) for b in blocks) + "]")
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is CellArch and self.blocks == other.blocks  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._text)
 
     def __len__(self) -> int:
         return len(self.blocks)

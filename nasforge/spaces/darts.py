@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import avg_pool, batch_norm, conv
 from ..ops.darts_ops import OPS, PRIMITIVES, DropPath, FactorizedReduce, ReLUConvBN, make_op
@@ -110,7 +110,7 @@ def _cell_text(nodes: CellSpec, nested: bool) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class Genotype(Architecture):
+class Genotype(TextArchitecture):
     """A DARTS genotype: the edges of each node of the normal and reduction cells.
 
     ``normal[j]`` holds the ``(operation, input state)`` edges of node ``j + 2``; ``normal_concat``
@@ -155,15 +155,6 @@ class Genotype(Architecture):
             return tuple(tuple(edges[i:i + 2]) for i in range(0, len(edges), 2))
         return cls(group(normal, "normal"), tuple(normal_concat), group(reduce, "reduce"),
                    tuple(reduce_concat))
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Genotype and self._text == other._text  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._text)
 
     def cell(self, reduction: bool) -> tuple[CellSpec, tuple[int, ...]]:
         """``(nodes, concat)`` of the reduction cell or the normal cell."""

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import avg_pool, batch_norm, conv, max_pool
 from ..ops.darts_ops import FactorizedReduce
@@ -59,7 +59,7 @@ def _quote(text: str) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class MacroArch(Architecture):
+class MacroArch(TextArchitecture):
     """A macro architecture: ``ops[i]`` and ``skips[i]`` (ascending nodes ``< i``) per layer."""
 
     ops: tuple[str, ...]
@@ -85,15 +85,6 @@ class MacroArch(Architecture):
         object.__setattr__(self, "skips", skips)
         text = " | ".join(" ".join([op, *(f"+{j}" for j in s)]) for op, s in zip(ops, skips))
         object.__setattr__(self, "_text", text)
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is MacroArch and self._text == other._text  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._text)
 
     @property
     def layers(self) -> int:

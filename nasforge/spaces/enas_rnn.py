@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
 from ..errors import ArchitectureError, ConfigError
 from ..registry import register
 
@@ -54,11 +54,12 @@ def _quote(text: str) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class RnnCellArch(Architecture):
+class RnnCellArch(TextArchitecture):
     """A recurrent cell: ``nodes[j - 1] = (source, activation)`` of node j (node 1's source is 0)."""
 
     nodes: tuple[tuple[int, str], ...]
     _text: str = field(init=False, repr=False, compare=False)
+    _equal_by = "nodes"  # equal when the nodes are
 
     def __post_init__(self) -> None:
         nodes = tuple((int(s), str(a)) for s, a in self.nodes)
@@ -75,15 +76,6 @@ class RnnCellArch(Architecture):
                     + ("0 (the input)" if j == 1 else f"an earlier node 1..{j - 1}"))
         object.__setattr__(self, "nodes", nodes)
         object.__setattr__(self, "_text", " ".join(f"{s}:{a}" for s, a in nodes))
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is RnnCellArch and self.nodes == other.nodes  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._text)
 
     @property
     def num_nodes(self) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task
+from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
 from ..errors import ArchitectureError, ConfigError
 from ..registry import register
 
@@ -54,11 +54,12 @@ def cell_text(ops: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class NB201Arch(Architecture):
+class NB201Arch(TextArchitecture):
     """A NAS-Bench-201 cell: the operation on each of the six edges, in ``EDGES`` order."""
 
     ops: tuple[str, ...]
     _text: str = field(init=False, repr=False, compare=False)
+    _equal_by = "ops"  # equal when the ops are
 
     def __post_init__(self) -> None:
         ops = tuple(self.ops)
@@ -71,15 +72,6 @@ class NB201Arch(Architecture):
                     f"expected one of {', '.join(OPS)}")
         object.__setattr__(self, "ops", ops)
         object.__setattr__(self, "_text", cell_text(ops))  # cached: table lookups hash it often
-
-    def __str__(self) -> str:
-        return self._text
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is NB201Arch and self.ops == other.ops  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._text)
 
     def edge(self, source: int, target: int) -> str:
         """The operation on edge ``source -> target``."""
