@@ -32,7 +32,7 @@ Spaces with structure (chain, nb201) override both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -281,13 +281,18 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+def _per_space(space: "SearchSpace", key: str, make: Callable[["SearchSpace"], Any]) -> Any:
+    """``make(space)``, computed once per space instance (kept in the instance's ``__dict__``)."""
+    cached = space.__dict__.get(key)
+    if cached is None:
+        cached = make(space)
+        space.__dict__[key] = cached
+    return cached
+
+
 def sequential_features(space: "SearchSpace") -> SequentialFeatures:
     """The space's ``SequentialFeatures``, computed once per space instance."""
-    cached = space.__dict__.get("_sequential_features")
-    if cached is None:
-        cached = SequentialFeatures(space)
-        space.__dict__["_sequential_features"] = cached
-    return cached
+    return _per_space(space, "_sequential_features", SequentialFeatures)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,11 +385,7 @@ class PathFeatures:
 
 def path_features(space: "SearchSpace") -> PathFeatures:
     """The space's ``PathFeatures`` (default options), computed once per space instance."""
-    cached = space.__dict__.get("_path_features")
-    if cached is None:
-        cached = PathFeatures(space)
-        space.__dict__["_path_features"] = cached
-    return cached
+    return _per_space(space, "_path_features", PathFeatures)
 
 
 def encode_paths(space: "SearchSpace", arch: "Architecture") -> np.ndarray:
