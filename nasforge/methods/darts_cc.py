@@ -598,6 +598,13 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
     plt = _pyplot()
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        paths.append(plots_dir / name)
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+
     family = sorted(_points(trials, "family"), key=lambda p: p[2]["lambda"])
     randoms = _points(trials, "random")
     if family:
@@ -607,10 +614,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
         ax.set_xlabel("λ")
         ax.set_ylabel("parameters")
         ax.set_title("DARTS-CC: parameters of the derived network against λ")
-        fig.tight_layout()
-        paths.append(plots_dir / "darts_cc_params_vs_lambda.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "darts_cc_params_vs_lambda.png")
     if family or randoms:
         fig, ax = plt.subplots(figsize=(6, 4))
         if randoms:
@@ -628,10 +632,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
         ax.set_xlabel("parameters")
         ax.set_ylabel("validation accuracy")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(plots_dir / "darts_cc_acc_vs_params.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "darts_cc_acc_vs_params.png")
     history = state.get("history", [])
     if history:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -642,10 +643,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
         ax.set_ylabel("expected parameters of the cells")
         ax.set_title("DARTS-CC search: softmax(α(λ̃))-expected parameter count")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(plots_dir / "darts_cc_search.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "darts_cc_search.png")
         if ops and n_nodes:
             ends = sorted({0, len(state["lambdas"]) - 1})
             for i in ends:
