@@ -67,6 +67,37 @@ def _targets(ctx: Any, space: Any, archs: Optional[list[str]], per_group: int) -
     return select_groups(ctx, per_group)
 
 
+def _hypothesis_inputs(run_dir: Optional[Path], arch: Optional[list[str]], per_group: int,
+                       seed: Optional[int], task: str, space: str, option: Optional[list[str]]):
+    """(run context or None, task, space, targets, deep prior evaluator) of lottery and
+    inference: the architectures are the ``--arch`` texts or the run's low / medium / top groups;
+    the deep prior trains only its head and measures no latency."""
+    sets = _parse_sets(option)
+    ctx, t, sp = _context(run_dir, task, space, seed or 0, sets)
+    targets = _targets(ctx, sp, arch, per_group)
+    dp = _evaluator(ctx, "deep_prior", sets, full_training=False, measure_latency=False)
+    return ctx, t, sp, targets, dp
+
+
+def _seed_and_folder(kind: str, ctx: Any, seed: Optional[int], out: Optional[Path],
+                     run_dir: Optional[Path]) -> tuple[int, Path]:
+    """The seed (given, else the run's, else 0) and the new output folder of experiment ``kind``."""
+    from .experiments import output_dir
+
+    use_seed = seed if seed is not None else int(ctx.config.get("seed", 0)) if ctx else 0
+    return use_seed, output_dir(kind, out=out, run_dir=run_dir)
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[list[str]],
+                 overflow: str = "fold") -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow=overflow)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 ArchOpt = typer.Option(None, "--arch", help="architecture text (wins over --run/--trial)")
 RunOpt = typer.Option(None, "--run", help="run directory to take a trial from")
 TrialOpt = typer.Option(None, "--trial", help="trial index in the run (with --run)")
@@ -74,6 +105,11 @@ TaskOpt = typer.Option("digits", help="task (without a run)")
 SpaceOpt = typer.Option("chain", help="space that parses the architecture (without a run)")
 OptionOpt = typer.Option(None, "--option", "-o",
                          help="task.NAME=V, space.NAME=V or evaluator.NAME=V")
+# lottery and inference: a run's low / medium / top groups, or --arch texts
+RunDirArg = typer.Argument(None, help="finished run (or give --arch)")
+ArchListOpt = typer.Option(None, "--arch", help="architecture text (repeatable)")
+PerGroupOpt = typer.Option(6, help="architectures per group (low, medium, top)")
+RunSeedOpt = typer.Option(None, help="seed (default: the run's, else 0)", callback=_check_seed)
 
 
 @app.command("embed")
@@ -148,36 +184,27 @@ def evaluate_cmd(
 
 @app.command("lottery")
 def lottery_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="finished run (or give --arch)"),
-    arch: Optional[list[str]] = typer.Option(None, "--arch", help="architecture text (repeatable)"),
+    run_dir: Optional[Path] = RunDirArg, arch: Optional[list[str]] = ArchListOpt,
     k: int = typer.Option(5, help="random encoders per architecture"),
-    per_group: int = typer.Option(6, help="architectures per group (low, medium, top)"),
-    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)",
-                                       callback=_check_seed),
+    per_group: int = PerGroupOpt,
+    seed: Optional[int] = RunSeedOpt,
     task: str = TaskOpt, space: str = SpaceOpt,
     out: Optional[Path] = typer.Option(None, help="new or empty output directory "
                                        "(default RUN_DIR/experiments/lottery-<time>)"),
     option: Optional[list[str]] = OptionOpt,
 ) -> None:
     """H2, weight lottery: test accuracy of low / medium / top architectures over K encoders."""
-    from .experiments import output_dir
     from .experiments.hypotheses import run_lottery
 
-    sets = _parse_sets(option)
-    ctx, t, sp = _context(run_dir, task, space, seed or 0, sets)
-    targets = _targets(ctx, sp, arch, per_group)
-    ev = _evaluator(ctx, "deep_prior", sets, full_training=False, measure_latency=False)
-    use_seed = seed if seed is not None else int(ctx.config.get("seed", 0)) if ctx else 0
-    folder = output_dir("lottery", out=out, run_dir=run_dir)
+    ctx, t, sp, targets, ev = _hypothesis_inputs(run_dir, arch, per_group, seed, task, space,
+                                                 option)
+    use_seed, folder = _seed_and_folder("lottery", ctx, seed, out, run_dir)
     res = run_lottery(targets, sp, t, folder, k=k, seed=use_seed, evaluator=ev,
                       progress=_progress, info={"run": str(run_dir) if run_dir else None})
-    table = Table(title=f"weight lottery: {k} random encoders per architecture ({t.name})")
-    for col in ("group", "trial", "run's value", "test acc mean", "std", "architecture"):
-        table.add_column(col, overflow="fold")
-    for r in res["summary"]:
-        table.add_row(r["group"], _fmt(r["trial"]), _fmt(r["objective"]),
-                      _fmt(r["test_acc_mean"]), _fmt(r["test_acc_std"]), r["arch"])
-    console.print(table)
+    _print_table(f"weight lottery: {k} random encoders per architecture ({t.name})",
+                 ("group", "trial", "run's value", "test acc mean", "std", "architecture"),
+                 [[r["group"], _fmt(r["trial"]), _fmt(r["objective"]), _fmt(r["test_acc_mean"]),
+                   _fmt(r["test_acc_std"]), r["arch"]] for r in res["summary"]])
     s = res["stats"]
     console.print(f"mean std within an architecture: {_fmt(s['within_arch_std'])}; std between "
                   f"architecture means: {_fmt(s['between_arch_std'])}")
@@ -186,44 +213,36 @@ def lottery_cmd(
 
 @app.command("inference")
 def inference_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="finished run (or give --arch)"),
-    arch: Optional[list[str]] = typer.Option(None, "--arch", help="architecture text (repeatable)"),
-    per_group: int = typer.Option(6, help="architectures per group (low, medium, top)"),
+    run_dir: Optional[Path] = RunDirArg, arch: Optional[list[str]] = ArchListOpt,
+    per_group: int = PerGroupOpt,
     epochs: Optional[int] = typer.Option(None, help="full-training epochs (default: the "
                                          "train evaluator's)"),
-    seed: Optional[int] = typer.Option(None, help="seed (default: the run's, else 0)",
-                                       callback=_check_seed),
+    seed: Optional[int] = RunSeedOpt,
     task: str = TaskOpt, space: str = SpaceOpt,
     out: Optional[Path] = typer.Option(None, help="new or empty output directory "
                                        "(default RUN_DIR/experiments/inference-<time>)"),
     option: Optional[list[str]] = OptionOpt,
 ) -> None:
     """H3, parameter inference: the same architectures as deep priors and fully trained."""
-    from .experiments import make_evaluator, output_dir
+    from .experiments import make_evaluator
     from .experiments.hypotheses import run_inference
 
-    sets = _parse_sets(option)
-    ctx, t, sp = _context(run_dir, task, space, seed or 0, sets)
-    targets = _targets(ctx, sp, arch, per_group)
-    dp = _evaluator(ctx, "deep_prior", sets, full_training=False, measure_latency=False)
+    ctx, t, sp, targets, dp = _hypothesis_inputs(run_dir, arch, per_group, seed, task, space,
+                                                 option)
     train_opts = ctx.evaluator_options("train") if ctx is not None else {}
     train_opts["measure_latency"] = False
     if epochs is not None:
         train_opts["epochs"] = epochs
     trained = make_evaluator("train", train_opts)
-    use_seed = seed if seed is not None else int(ctx.config.get("seed", 0)) if ctx else 0
-    folder = output_dir("inference", out=out, run_dir=run_dir)
+    use_seed, folder = _seed_and_folder("inference", ctx, seed, out, run_dir)
     res = run_inference(targets, sp, t, folder, seed=use_seed, deep_prior=dp, trained=trained,
                         progress=_progress, info={"run": str(run_dir) if run_dir else None})
-    table = Table(title=f"deep prior against full training ({t.name})")
-    for col in ("group", "trial", "deep prior test", "trained test", "dp s", "train s",
-                "architecture"):
-        table.add_column(col, overflow="fold")
-    for r in res["rows"]:
-        table.add_row(r["group"], _fmt(r["trial"]), _fmt(r["deep_prior_test_acc"]),
-                      _fmt(r["trained_test_acc"]), _fmt(r["deep_prior_seconds"], 2),
-                      _fmt(r["trained_seconds"], 2), r["arch"])
-    console.print(table)
+    _print_table(f"deep prior against full training ({t.name})",
+                 ("group", "trial", "deep prior test", "trained test", "dp s", "train s",
+                  "architecture"),
+                 [[r["group"], _fmt(r["trial"]), _fmt(r["deep_prior_test_acc"]),
+                   _fmt(r["trained_test_acc"]), _fmt(r["deep_prior_seconds"], 2),
+                   _fmt(r["trained_seconds"], 2), r["arch"]] for r in res["rows"]])
     s = res["stats"]
     console.print("Spearman rank correlation of test accuracies: "
                   f"{_fmt(s['spearman_test_acc'], 3)}")
@@ -256,11 +275,8 @@ def continual_cmd(
     folder = output_dir("continual", out=out, run_dir=run)
     res = run_continual(target.arch, sp, t, folder, n_tasks=tasks, seed=use_seed, epochs=epochs,
                         evaluator=ev)
-    table = Table(title=f"class-incremental {t.name}, {tasks} tasks: {target.arch}")
-    for col in ("method", "tasks learned", "classes", "avg accuracy", "forgetting"):
-        table.add_column(col)
-    for r in res["rows"]:
-        table.add_row(r["method"], str(r["step"]), r["classes"], _fmt(r["avg_acc"]),
-                      _fmt(r["forgetting"]))
-    console.print(table)
+    _print_table(f"class-incremental {t.name}, {tasks} tasks: {target.arch}",
+                 ("method", "tasks learned", "classes", "avg accuracy", "forgetting"),
+                 [[r["method"], str(r["step"]), r["classes"], _fmt(r["avg_acc"]),
+                   _fmt(r["forgetting"])] for r in res["rows"]], overflow="ellipsis")
     console.print(f"wrote {folder}/continual.csv, continual.png")
