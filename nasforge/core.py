@@ -73,6 +73,18 @@ class Task:
                 f"classes={self.num_classes}, sizes={self.sizes()})")
 
 
+def conv_dims(task: Task, who: str) -> int:
+    """2 for an image task ``(C, H, W)``, 1 for a series task ``(C, L)``; any other task raises
+    ``ArchitectureError`` (``who`` starts the message: a space or module that needs one)."""
+    shape = tuple(task.input_shape)
+    expected = {"image": 3, "series": 2}.get(task.kind)
+    if expected is None or len(shape) != expected:
+        raise ArchitectureError(
+            f"{who}: needs an image task (C, H, W) or a series task (C, L); task {task.name!r} "
+            f"has kind {task.kind!r} and input shape {shape}")
+    return len(shape) - 1
+
+
 # --------------------------------------------------------------------------------------------
 # Architecture and search space
 

@@ -42,5 +42,13 @@ class MissingDependencyError(NasforgeError):
     """An optional package needed for this operation is not installed (the message names the extra)."""
 
 
+def quote_text(text: str, limit: int = 120) -> str:
+    """``repr(text)`` for an error message; a text longer than ``limit`` characters shows its
+    first ``limit`` and says how long it is."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"...({len(text)} characters)"
+
+
 class NasforgeWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints one line)."""

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core import conv_dims
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import batch_norm, conv
 from ..ops.darts_ops import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero, make_op
@@ -337,15 +338,12 @@ class SuperNet(nn.Module):
                    layers: int | None = None, ops: Sequence[str] | None = None) -> "SuperNet":
         """The supernet of a darts space (its ``ops``, ``C``, ``layers``, ``nodes``,
         ``stem_multiplier``; ``C`` / ``layers`` / ``ops`` overridable) for ``task``'s inputs."""
+        dims = conv_dims(task, "supernet")
         shape = tuple(task.input_shape)
-        if task.kind not in ("image", "series") or len(shape) != {"image": 3, "series": 2}.get(task.kind):
-            raise ArchitectureError(f"supernet: needs an image task (C, H, W) or a series task "
-                                    f"(C, L); task {task.name!r} has kind {task.kind!r} and input "
-                                    f"shape {shape}")
         layers = space.layers if layers is None else layers
         check_input_size(shape, layers)
         return cls(list(space.ops if ops is None else ops), space.C if C is None else C, layers,
-                   task.num_classes, shape[0], dims=len(shape) - 1, n_nodes=space.nodes,
+                   task.num_classes, shape[0], dims=dims, n_nodes=space.nodes,
                    stem_multiplier=space.stem_multiplier)
 
     @property

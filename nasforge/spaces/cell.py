@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
-from ..errors import ArchitectureError, ConfigError
+from ..errors import ArchitectureError, ConfigError, quote_text
 from ..ops.cell_ops import ConvBNAct, OpSpec, SamePool, build_op, out_sizes, parse_op
 from ..registry import register
 
@@ -67,13 +67,8 @@ END = "end"  # the decision that closes a cell of fewer than B blocks
 MAX_TEXT = 20_000
 MAX_BLOCKS = 16
 MAX_LOOKBACK = 8
-_SHOWN = 120
 
 Block = tuple[int, str, int, str]
-
-
-def _quote(text: str) -> str:
-    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"...({len(text)} characters)"
 
 
 def block_text(block: Block) -> str:
@@ -125,7 +120,7 @@ def parse_cell_text(text: str) -> CellArch:
                                 f"{MAX_TEXT:,}")
     body = text.strip()
     if not (body.startswith("[") and body.endswith("]")):
-        raise ArchitectureError(f"cell: {_quote(text)} must be enclosed in '[' and ']', e.g. "
+        raise ArchitectureError(f"cell: {quote_text(text)} must be enclosed in '[' and ']', e.g. "
                                 "'[(-2, 3x3 conv, -1, 2x2 maxpool);(-1, identity, 0, 3x3 conv)]'")
     inner = body[1:-1]
     offset = text.index("[") + 1
@@ -137,12 +132,12 @@ def parse_cell_text(text: str) -> CellArch:
         where = f"block {index} (character {offset})"
         if m is None:
             raise ArchitectureError(
-                f"cell: {where} of {_quote(text)}: {_quote(part.strip())} is not "
+                f"cell: {where} of {quote_text(text)}: {quote_text(part.strip())} is not "
                 "'(in1, op1, in2, op2)', e.g. '(-2, 3x3 conv, -1, 2x2 maxpool)'")
         in1, op1, in2, op2 = m.groups()
         for name, value in (("in1", in1), ("in2", in2)):
             if not _INT.match(value):
-                raise ArchitectureError(f"cell: {where} of {_quote(text)}: {name} {_quote(value)} "
+                raise ArchitectureError(f"cell: {where} of {quote_text(text)}: {name} {quote_text(value)} "
                                         "is not an integer input (-2, -1 or an earlier block)")
         blocks.append((int(in1), " ".join(op1.split()), int(in2), " ".join(op2.split())))
         offset += len(part) + 1

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
+from ..core import (Architecture, Decision, Network, SearchSpace, Task, TextArchitecture,
+                    conv_dims)
 from ..errors import ArchitectureError, ConfigError
 from ..ops.blocks import avg_pool, batch_norm, conv
 from ..ops.darts_ops import OPS, PRIMITIVES, DropPath, FactorizedReduce, ReLUConvBN, make_op
@@ -1042,25 +1043,17 @@ class DartsSpace(SearchSpace):
                             geno.reduce_concat))
 
     # -- building -------------------------------------------------------------------------------
-    def _dims(self, task: Task) -> None:
-        shape = tuple(task.input_shape)
-        expected = {"image": 3, "series": 2}.get(task.kind)
-        if expected is None or len(shape) != expected:
-            raise ArchitectureError(
-                f"darts: needs an image task (C, H, W) or a series task (C, L); task {task.name!r} "
-                f"has kind {task.kind!r} and input shape {shape}")
-
     def check(self, arch: Architecture, task: Task) -> None:
         """Refuse a task whose input is too small for the reductions (without building)."""
         geno = self._check(arch)
-        self._dims(task)
+        conv_dims(task, "darts")
         check_input_size(task.input_shape, self.layers)
         if task.kind == "series" and "conv_7x1_1x7" in geno.ops():
             raise ArchitectureError("darts: conv_7x1_1x7 has no 1-D form for series inputs")
 
     def build(self, arch: Architecture, task: Task) -> DartsNetwork:
         geno = self._check(arch)
-        self._dims(task)
+        conv_dims(task, "darts")
         return build_network(geno, task.input_shape, task.num_classes, C=self.C, layers=self.layers,
                              stem_multiplier=self.stem_multiplier, auxiliary=self.auxiliary,
                              drop_path_prob=self.drop_path)

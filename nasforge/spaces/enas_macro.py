@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
-from ..errors import ArchitectureError, ConfigError
+from ..core import (Architecture, Decision, Network, SearchSpace, Task, TextArchitecture,
+                    conv_dims)
+from ..errors import ArchitectureError, ConfigError, quote_text
 from ..ops.blocks import avg_pool, batch_norm, conv, max_pool
 from ..ops.darts_ops import FactorizedReduce
 from ..registry import register
@@ -51,11 +52,6 @@ MACRO_OPS: tuple[str, ...] = ("conv_3x3", "conv_5x5", "sep_conv_3x3", "sep_conv_
                               "max_pool_3x3", "avg_pool_3x3")
 MAX_LAYERS = 64
 MAX_CHANNELS = 1024
-_SHOWN = 120
-
-
-def _quote(text: str) -> str:
-    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"...({len(text)} characters)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,16 +102,16 @@ def parse_macro(text: str) -> MacroArch:
     for i, part in enumerate(text.split("|")):
         tokens = part.split()
         if not tokens:
-            raise ArchitectureError(f"enas_macro: layer {i} of {_quote(text)} is empty")
+            raise ArchitectureError(f"enas_macro: layer {i} of {quote_text(text)} is empty")
         op, rest = tokens[0], tokens[1:]
         if op not in MACRO_OPS:
-            raise ArchitectureError(f"enas_macro: layer {i} of {_quote(text)}: unknown operation "
-                                    f"{_quote(op)}; expected one of {', '.join(MACRO_OPS)}")
+            raise ArchitectureError(f"enas_macro: layer {i} of {quote_text(text)}: unknown operation "
+                                    f"{quote_text(op)}; expected one of {', '.join(MACRO_OPS)}")
         nodes = []
         for token in rest:
             m = _SKIP.fullmatch(token)
             if m is None:
-                raise ArchitectureError(f"enas_macro: layer {i} of {_quote(text)}: {_quote(token)} "
+                raise ArchitectureError(f"enas_macro: layer {i} of {quote_text(text)}: {quote_text(token)} "
                                         "is not a skip '+j' (j an earlier node number)")
             nodes.append(int(m.group(1)))
         ops.append(op)
@@ -123,8 +119,8 @@ def parse_macro(text: str) -> MacroArch:
     arch = MacroArch(tuple(ops), tuple(skips))
     if str(arch) != " | ".join(" ".join(p.split()) for p in text.split("|")):
         # e.g. '+1 +0': the text must be canonical for the round trip to hold
-        raise ArchitectureError(f"enas_macro: {_quote(text)} is not in canonical form; expected "
-                                f"{_quote(str(arch))}")
+        raise ArchitectureError(f"enas_macro: {quote_text(text)} is not in canonical form; expected "
+                                f"{quote_text(str(arch))}")
     return arch
 
 
@@ -243,7 +239,7 @@ class EnasMacroSpace(SearchSpace):
     def parse(self, text: str) -> MacroArch:
         arch = parse_macro(text)
         if arch.layers != self.layers:
-            raise ArchitectureError(f"enas_macro: {_quote(text)} has {arch.layers} layers; this "
+            raise ArchitectureError(f"enas_macro: {quote_text(text)} has {arch.layers} layers; this "
                                     f"space has layers={self.layers}")
         return arch
 
@@ -375,13 +371,7 @@ class EnasMacroSpace(SearchSpace):
     # -- building -------------------------------------------------------------------------------
     def dim(self, task: Task) -> int:
         """1 for series ``(C, L)``, 2 for images ``(C, H, W)``; ``ArchitectureError`` otherwise."""
-        shape = tuple(task.input_shape)
-        expected = {"image": 3, "series": 2}.get(task.kind)
-        if expected is None or len(shape) != expected:
-            raise ArchitectureError(
-                f"enas_macro: needs an image task (C, H, W) or a series task (C, L); task "
-                f"{task.name!r} has kind {task.kind!r} and input shape {shape}")
-        return len(shape) - 1
+        return conv_dims(task, "enas_macro")
 
     def check(self, arch: Architecture, task: Task) -> None:
         a = self._check(arch)

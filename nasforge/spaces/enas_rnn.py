@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
-from ..errors import ArchitectureError, ConfigError
+from ..errors import ArchitectureError, ConfigError, quote_text
 from ..registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,11 +46,6 @@ _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 MAX_NODES = 64
 MAX_HIDDEN = 4096
 MAX_PATCH = 4096
-_SHOWN = 120
-
-
-def _quote(text: str) -> str:
-    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"...({len(text)} characters)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,14 +92,14 @@ def parse_cell(text: str, num_nodes: int | None = None) -> RnnCellArch:
         raise ArchitectureError(f"enas_rnn: expected a cell string, got {type(text).__name__}")
     tokens = text.split(" ")
     if num_nodes is not None and len(tokens) != num_nodes:
-        raise ArchitectureError(f"enas_rnn: {_quote(text)} has {len(tokens)} nodes; this space "
+        raise ArchitectureError(f"enas_rnn: {quote_text(text)} has {len(tokens)} nodes; this space "
                                 f"has {num_nodes} (one 'source:activation' token per node, "
                                 "separated by single spaces)")
     nodes = []
     for j, token in enumerate(tokens, start=1):
         source, colon, act = token.partition(":")
         if not colon or not (source.isascii() and source.isdigit()) or (len(source) > 1 and source[0] == "0"):
-            raise ArchitectureError(f"enas_rnn: token {j} of {_quote(text)} is {_quote(token)}; "
+            raise ArchitectureError(f"enas_rnn: token {j} of {quote_text(text)} is {quote_text(token)}; "
                                     "expected 'source:activation' like '1:tanh'")
         nodes.append((int(source), act))
     return RnnCellArch(tuple(nodes))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core import Architecture, Decision, Network, SearchSpace, Task, TextArchitecture
-from ..errors import ArchitectureError, ConfigError
+from ..errors import ArchitectureError, ConfigError, quote_text
 from ..registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,12 +35,6 @@ NUM_EDGES = len(EDGES)
 #: Limits of the space's options (the benchmark uses 16 channels and 5 cells per stage).
 MAX_CHANNELS = 1024
 MAX_CELLS_PER_STAGE = 64
-_SHOWN = 120  # characters of a cell string quoted in an error message
-
-
-def _quote(text: str) -> str:
-    """``repr`` of ``text``, shortened for error messages."""
-    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"...({len(text)} characters)"
 
 
 def cell_text(ops: Sequence[str]) -> str:
@@ -82,11 +76,11 @@ def parse_cell(text: str) -> NB201Arch:
     """Parse a benchmark string strictly; errors name the node, the edge and the character offset."""
     if not isinstance(text, str):
         raise ArchitectureError(f"nb201: expected a cell string, got {type(text).__name__} "
-                                f"{_quote(repr(text))}")
+                                f"{quote_text(repr(text))}")
     groups = text.split("+")
     if len(groups) != 3:
         raise ArchitectureError(
-            f"nb201: {_quote(text)} has {len(groups)} node groups separated by '+'; expected 3 "
+            f"nb201: {quote_text(text)} has {len(groups)} node groups separated by '+'; expected 3 "
             f"(nodes 1, 2, 3), e.g. {cell_text(['nor_conv_3x3'] * NUM_EDGES)!r}")
     ops: list[str] = []
     offset = 0
@@ -94,12 +88,12 @@ def parse_cell(text: str) -> NB201Arch:
         where = f"node {target} (character {offset})"
         if len(group) < 2 or not group.startswith("|") or not group.endswith("|"):
             raise ArchitectureError(
-                f"nb201: {where} of {_quote(text)}: {_quote(group)} must be enclosed in '|', "
+                f"nb201: {where} of {quote_text(text)}: {quote_text(group)} must be enclosed in '|', "
                 "like '|op~0|'")
         tokens = group[1:-1].split("|")
         if len(tokens) != target:
             raise ArchitectureError(
-                f"nb201: {where} of {_quote(text)}: {len(tokens)} inputs {_quote(group)}; "
+                f"nb201: {where} of {quote_text(text)}: {len(tokens)} inputs {quote_text(group)}; "
                 f"node {target} "
                 f"takes exactly {target} (from nodes 0..{target - 1})")
         pos = offset + 1
@@ -107,15 +101,15 @@ def parse_cell(text: str) -> NB201Arch:
             op, tilde, src = token.partition("~")
             at = f"node {target}, input {source} (character {pos})"
             if not tilde:
-                raise ArchitectureError(f"nb201: {at} of {_quote(text)}: {_quote(token)} is not "
+                raise ArchitectureError(f"nb201: {at} of {quote_text(text)}: {quote_text(token)} is not "
                                         "'op~source'")
             if op not in OPS:
                 raise ArchitectureError(
-                    f"nb201: {at} of {_quote(text)}: unknown op {_quote(op)}; expected one of "
+                    f"nb201: {at} of {quote_text(text)}: unknown op {quote_text(op)}; expected one of "
                     f"{', '.join(OPS)}")
             if src != str(source):
                 raise ArchitectureError(
-                    f"nb201: {at} of {_quote(text)}: source {_quote(src)}; expected {source} "
+                    f"nb201: {at} of {quote_text(text)}: source {quote_text(src)}; expected {source} "
                     f"(inputs are listed in order 0..{target - 1})")
             ops.append(op)
             pos += len(token) + 1
