@@ -57,15 +57,15 @@ def _print_leaderboard(rows: list[dict[str, Any]], objective: Any, title: str, t
                        pareto: bool = False) -> None:
     """The leaderboard (best first; several objectives: by Pareto rank), or with ``pareto`` the
     front only; test accuracy is shown for reference, never used to rank."""
-    from .core import Objectives
+    from .core import Objectives, evaluated
     from .report import leaderboard
 
     objs = Objectives.of(objective)
-    if pareto:
-        board = sorted(objs.front(rows), key=lambda r: objs.choice_key(r), reverse=True)
+    if pareto:  # a trial that reuses a member's result (repeats: reuse) is not shown again
+        board = sorted(objs.front(evaluated(rows)), key=lambda r: objs.choice_key(r), reverse=True)
     else:
         board = leaderboard(rows, objs, top)
-    chosen = objs.best(rows)
+    chosen = objs.best(evaluated(rows))
     shown = [o.metric for o in objs if o.metric not in ("test_acc", "params", "train_seconds")]
     table = Table(title=title)
     for col in ("#", "trial", *shown, "test_acc", "params", "seconds", "architecture"):
@@ -108,6 +108,9 @@ def search(
                    "(-o executor.address=auto for a running cluster)"),
     seed: Optional[int] = typer.Option(None, help="seed of sampling and initialisation (split: -o task.split_seed=N)",
                                        callback=_check_seed),
+    repeats: Optional[str] = typer.Option(
+        None, help="a proposed architecture the run already evaluated: evaluate (again, with a "
+                   "new seed; the default) or reuse (record the earlier result, no training)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
     config: Optional[Path] = typer.Option(None, help="YAML config; flags override it"),
@@ -133,7 +136,7 @@ def search(
                                  "constraints": list(constraint) if constraint else None,
                                  "budget": budget,
                                  "time_budget": time_budget, "workers": workers,
-                                 "executor": executor, "seed": seed,
+                                 "executor": executor, "seed": seed, "repeats": repeats,
                                  "export": export}
     extra = _parse_sets(option, extra_groups=("executor",))
     if schedule_scale is not None:
@@ -177,8 +180,9 @@ def _run_summary(cfg: Any) -> str:
     time_budget = f", {cfg.time_budget} min" if cfg.time_budget else ""
     if getattr(method, "uses_strategy", False):
         how = "" if cfg.method == "multitrial" else f"method {cfg.method}, "
+        reuse = ", repeats reuse earlier results" if cfg.repeats == "reuse" else ""
         return (f"{how}{cfg.strategy} search over {cfg.space} on {cfg.task}, evaluator "
-                f"{cfg.evaluator}, budget {cfg.budget or '-'} trials{time_budget}")
+                f"{cfg.evaluator}, budget {cfg.budget or '-'} trials{time_budget}{reuse}")
     return (f"method {cfg.method} over {cfg.space} on {cfg.task}, evaluator {cfg.evaluator}"
             f"{time_budget}")
 
@@ -201,6 +205,8 @@ def _attach_progress(run: Any, quiet: bool) -> None:
     t0 = time.monotonic()
     done0 = run.store.count()
     if quiet or not console.is_terminal:
+        from .core import reused_from
+
         def log(search: Any, trial: Any) -> None:
             best = _best_with(run, search, trial)
             bv = run.objective.value(best.result) if best else None
@@ -213,7 +219,9 @@ def _attach_progress(run: Any, quiet: bool) -> None:
             console.print(
                 f"trial {trial.id + 1}{f'/{total}' if total else ''} {trial.status} {shown}"
                 f" best={bv if bv is None else round(bv, 4)} {trial.arch}"
-                + (f" ({trial.result.reason})" if trial.result.reason else ""), soft_wrap=True)
+                + (f" ({trial.result.reason})" if trial.result.reason else "")
+                + (f" (result of trial {reused_from(trial)}, not evaluated again)"
+                   if reused_from(trial) is not None else ""), soft_wrap=True)
         run.listeners.append(log)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

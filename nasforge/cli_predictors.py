@@ -99,6 +99,7 @@ def predictors_eval_cmd(
                                  holdout=holdout, options=opts, on_row=show)
         title = f"{table.name}: {metric}, held-out {holdout}"
     else:
+        from .core import evaluated
         from .run.rundir import build_space, open_rows
 
         trials, cfg = open_rows(run)
@@ -109,7 +110,8 @@ def predictors_eval_cmd(
         task = (_run_task(run, cfg, needed=bool(proxy_names))
                 if proxy_names or wants_shape else None)
         sp = build_space(cfg["space"], cfg.get("space_options") or {}, task)
-        ok = [t for t in trials if t["status"] == "ok"
+        # a trial that reuses another's result (repeats: reuse) is not a second data point
+        ok = [t for t in evaluated(trials) if t["status"] == "ok"
               and math.isfinite(_trial_value(t, metric))]
         if not ok:
             have = sorted({k for t in trials for k in [*t["metrics"], *t["cost"]]})

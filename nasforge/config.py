@@ -73,6 +73,9 @@ class RunConfig(BaseModel):
     executor: str | None = None  # local, process, ray; None: process when workers > 1
     executor_options: dict[str, Any] = Field(default_factory=dict)  # e.g. ray's address
     batch: int | None = Field(default=None, ge=1)  # trials asked at once; None: = workers
+    # a proposal equal to an architecture the search already evaluated (ok): evaluate it again
+    # with a new seed, or reuse the earlier result (nasforge.run.loop, docs/methods.md)
+    repeats: str = "evaluate"
     seed: int = 0
     keep_trials: bool = False
     export: bool = True  # write best/model.onnx when the search ends (`nasforge export` can later)
@@ -102,6 +105,17 @@ class RunConfig(BaseModel):
             raise ValueError(f"workers = {v['workers']!r} is set by the top-level key workers "
                              "(--workers), not as an executor option")
         return v
+
+    @pydantic.field_validator("repeats", mode="before")
+    @classmethod
+    def _valid_repeats(cls, v: Any) -> str:
+        from .errors import RunError
+        from .run.loop import check_repeats
+
+        try:
+            return check_repeats(v)
+        except RunError as exc:
+            raise ValueError(str(exc).removeprefix(f"repeats = {v!r}; ")) from None
 
     @pydantic.field_validator("seed")
     @classmethod

@@ -357,6 +357,24 @@ class Trial:
         return self.result.status == "ok"
 
 
+#: ``info`` key of a trial that took an earlier trial's result instead of being evaluated (run
+#: option ``repeats: reuse``); its value is the id of that earlier trial
+REUSES = "reuses"
+
+
+def reused_from(item: Any) -> int | None:
+    """The id of the trial whose result ``item`` (a ``Trial`` or a store row) reuses, else None."""
+    info = item.info if isinstance(item, Trial) else (item.get("info") or {})
+    ref = info.get(REUSES) if isinstance(info, dict) else None
+    return None if ref is None or isinstance(ref, bool) else int(ref)
+
+
+def evaluated(items: Sequence[Any]) -> list[Any]:
+    """The trials / rows that were evaluated, without those that reuse an earlier result: what
+    leaderboards, fronts and ``best/`` are made of, so a reused result is never counted twice."""
+    return [it for it in items if reused_from(it) is None]
+
+
 class Evaluator(abc.ABC):
     """Scores one architecture on one task.
 

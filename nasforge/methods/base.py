@@ -38,6 +38,10 @@ Contract of a method:
   saved with its state, and a resume with other options is refused.
 - **Budget.** ``ctx.budget`` (trials, seconds, simulated cost) is the run's budget; each method
   documents what it counts against it.
+- **Repeats.** ``ctx.repeats`` is the run option ``repeats``; ``ctx.search`` applies it (a
+  proposal equal to an ok trial of that search is recorded with its result when it is
+  ``reuse``). Trials that reuse another's result carry ``info["reuses"]``; rank
+  ``core.evaluated(trials)`` when choosing among distinct evaluations.
 
 A method is constructed once per run, in the driving process; only ``Job``s (architecture
 text, seed, optionally an evaluator) travel to worker processes.
@@ -114,6 +118,7 @@ class MethodContext:
     on_step: Sequence[Callable[[Any], None]] = ()  # after each checkpoint (refresh reports)
     method_name: str = "method"  # set by ``bind``; keys this method's checkpoints
     method_options: dict[str, Any] = field(default_factory=dict)
+    repeats: str = "evaluate"  # the run option: a repeated proposal is evaluated again or reused
 
     def __post_init__(self) -> None:
         self.trials: list[Trial] = sorted(self.store.trials(self.space), key=lambda t: t.id)
@@ -227,7 +232,7 @@ class MethodContext:
                       trial_dir=self.trial_dir, keep_trial_dirs=self.keep_trial_dirs,
                       on_trial=[self._note, *self.on_trial], on_batch=list(self.on_step),
                       mode=mode,  # type: ignore[arg-type]
-                      checkpoint_name=checkpoint_name, first_id=first_id)
+                      checkpoint_name=checkpoint_name, first_id=first_id, repeats=self.repeats)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_state(self, step: int, state: dict[str, Any], *, keep: int = 3) -> None:

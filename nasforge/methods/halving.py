@@ -31,7 +31,7 @@ import inspect
 from typing import Any, Literal
 
 from .. import registry
-from ..core import Objectives, Trial
+from ..core import Objectives, Trial, evaluated
 from ..errors import ConfigError, RunError
 from ..registry import register
 from .base import Method, MethodContext
@@ -92,7 +92,7 @@ class SequentialHalving(Method):
         if loaded is None:
             search = ctx.search(mode=self.mode)
             found = search.run(ctx.budget)
-            first = self.rank(ctx, found)
+            first = self.rank(ctx, evaluated(found))  # a reused result is not a second candidate
             seen: set[str] = set()
             candidates: list[int] = []
             for t in first:

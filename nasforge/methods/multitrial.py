@@ -14,6 +14,8 @@ evaluator; the strategy is told every result. Options:
 Checkpoints: after every tell (step = trials told), under the name ``multitrial``.
 Budget: ``trials`` counts the trials asked; ``seconds`` and ``cost`` stop asking new ones (the
 trials in flight finish and are recorded).
+Repeats: the run option ``repeats`` (``evaluate`` / ``reuse``) applies to the loop; a reused
+trial counts as a trial of the budget (``docs/methods.md``).
 """
 
 from __future__ import annotations

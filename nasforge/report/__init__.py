@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..core import Objective, Objectives
+from ..core import Objective, Objectives, evaluated
 
 # Leading columns of trials.csv: those DP-NAS logs, then the rest in name order.
 LEADING = ["id", "status", "reward", "best_val_acc", "test_acc", "epsilon",
@@ -61,8 +61,8 @@ def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective | Obje
     ``feasible`` = 0/1 when the run has constraints)."""
     objs = Objectives.of(objective)
     flat = [csv_row(r, objs.primary) for r in rows]
-    if objs.multi:
-        on_front = {r["id"] for r in objs.front(rows)}
+    if objs.multi:  # a trial that reuses a front member's result is not on the front again
+        on_front = {r["id"] for r in objs.front(evaluated(rows))}
         for r, f in zip(rows, flat):
             f["pareto"] = int(r["id"] in on_front)
     if objs.constraints:
@@ -83,8 +83,10 @@ def write_trials_csv(rows: Sequence[dict[str, Any]], objective: Objective | Obje
 def leaderboard(rows: Iterable[dict[str, Any]], objective: Objective | Objectives,
                 top: int | None = 10) -> list[dict[str, Any]]:
     """The best feasible trials, best first: by the objective, ties broken by fewer parameters
-    then the earlier trial; with several objectives, by Pareto rank and then that rule."""
-    ranked = Objectives.of(objective).ranked(list(rows), top or None)
+    then the earlier trial; with several objectives, by Pareto rank and then that rule. Trials
+    that reuse an earlier trial's result (``info["reuses"]``) are left out: each architecture
+    evaluated once appears once."""
+    ranked = Objectives.of(objective).ranked(evaluated(list(rows)), top or None)
     return ranked[:top] if top else ranked
 
 
@@ -207,6 +209,7 @@ def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objecti
     objective = objs.primary
     board = leaderboard(rows, objs, top)
     n_ok = sum(r["status"] == "ok" for r in rows)
+    n_reused = len(rows) - len(evaluated(rows))
     metric_keys = sorted({k for r in board for k in r["metrics"]})[:8]
     cost_keys = [k for k in ("params", "flops", "train_seconds", "latency_ms")
                  if any(k in r["cost"] for r in board)]
@@ -246,6 +249,8 @@ def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objecti
         front_html = (f"<h2>Pareto front ({len(summary['front'])} of {summary['feasible']} "
                       f"feasible trials)</h2>{hv_html}<table><tr>{fhead}</tr>{frows}</table>")
     failed = [r for r in rows if r["status"] == "failed"]
+    reused_html = (f", {n_reused} of them reuse an earlier trial's result (repeats: reuse) and are "
+                   "not listed again") if n_reused else ""
     failed_html = "".join(f"<li>trial {r['id']}: {html.escape(str(r['reason']))}</li>" for r in failed[:20])
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nasforge run {html.escape(run_dir.name)}</title>
@@ -253,7 +258,7 @@ def write_html(run_dir: Path, rows: Sequence[dict[str, Any]], objective: Objecti
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:90%}}code{{font-size:85%}}
 figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:560px}}</style></head><body>
 <h1>nasforge run <code>{html.escape(run_dir.name)}</code></h1>
-<p>{len(rows)} trials ({n_ok} ok, {len(failed)} failed); objective {html.escape(str(objs))};
+<p>{len(rows)} trials ({n_ok} ok, {len(failed)} failed{reused_html}); objective {html.escape(str(objs))};
 space {html.escape(str(config.get('space')))}, strategy {html.escape(str(config.get('strategy')))},
 evaluator {html.escape(str(config.get('evaluator')))}, task {html.escape(str(config.get('task')))}.</p>
 <h2>Chosen architecture</h2>{best_html}

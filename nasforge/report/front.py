@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..core import CHOICE_RULE, COST_KEYS, Objective, Objectives
+from ..core import CHOICE_RULE, COST_KEYS, Objective, Objectives, evaluated
 from ..pareto import hypervolume, hypervolume_curve, reference_point
 
 
@@ -37,15 +37,17 @@ def member(row: dict[str, Any], objectives: Objectives) -> dict[str, Any]:
 def front_summary(rows: Sequence[dict[str, Any]], objectives: Objectives | Objective
                   ) -> dict[str, Any]:
     """The front (feasible non-dominated trials, best first by the chosen rule), the chosen trial,
-    and the hypervolume with its reference point (raw objective values)."""
+    and the hypervolume with its reference point (raw objective values). A trial that reuses an
+    earlier trial's result counts in ``trials`` but not again in the front or ``feasible``."""
     objs = Objectives.of(objectives)
-    front = sorted(objs.front(rows), key=lambda r: objs.choice_key(r), reverse=True)
-    chosen = objs.best(rows)
+    distinct = evaluated(rows)
+    front = sorted(objs.front(distinct), key=lambda r: objs.choice_key(r), reverse=True)
+    chosen = objs.best(distinct)
     out: dict[str, Any] = {
         "objectives": [str(o) for o in objs], "constraints": [str(c) for c in objs.constraints],
         "rule": CHOICE_RULE,
         "chosen": None if chosen is None else chosen["id"],
-        "trials": len(rows), "feasible": sum(objs.feasible(r) for r in rows),
+        "trials": len(rows), "feasible": sum(objs.feasible(r) for r in distinct),
         "front": [member(r, objs) for r in front],
     }
     hv = hypervolume_data(rows, objs)
@@ -81,7 +83,9 @@ def plot_front(rows: Sequence[dict[str, Any]], objectives: Objectives | Objectiv
                ) -> None:
     """Every trial in the plane of the first objective (y) against the second (x; parameters for
     a single objective), feasible trials filled, the others as crosses; the front of that plane
-    drawn as a line and the chosen trial starred."""
+    drawn as a line and the chosen trial starred (a trial that reuses another's result is that
+    trial's point, not drawn again)."""
+    rows = evaluated(rows)
     objs = Objectives.of(objectives)
     plane = Objectives([objs.primary, objs.items[1] if objs.multi else Objective("params", "min")],
                        objs.constraints)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core import CHOICE_RULE as RULE
-from ..core import Objectives, Trial
+from ..core import Objectives, Trial, reused_from
 from ..pareto import dominates
 
 
@@ -51,10 +51,14 @@ class BestKeeper:
         self.chosen_id: int | None = None
         self.front: list[dict[str, Any]] = []  # members: trial, arch, scores, metrics, cost
         for row in stored:
-            self._consider(row["id"], row["arch"], row, load=True)
+            if reused_from(row) is None:
+                self._consider(row["id"], row["arch"], row, load=True)
 
     def add(self, trial: Trial) -> None:
-        """Take a finished trial into account (writes files when it changes the choice or front)."""
+        """Take a finished trial into account (writes files when it changes the choice or front).
+        A trial that reuses an earlier trial's result is not: that trial stands for both."""
+        if reused_from(trial) is not None:
+            return
         row = {"id": trial.id, "arch": str(trial.arch), "status": trial.status,
                "metrics": trial.metrics, "cost": trial.result.cost}
         self._consider(trial.id, str(trial.arch), row, trial=trial)

@@ -24,6 +24,19 @@ and every trial already in the store (matched by id and architecture) is reused 
 evaluated. So no finished trial is lost or evaluated twice, a trial that was interrupted is
 evaluated again, and a resumed ``batch`` (or one-worker) run equals one that was never
 interrupted.
+
+Repeated architectures (``repeats``). A strategy may ask an architecture the search already
+evaluated. With ``repeats="evaluate"`` (the default) it is evaluated again as a new trial with its
+own seed. With ``repeats="reuse"`` a proposal whose key (``space.canonical_key``) equals that of an
+ok trial of this search is not evaluated: it is recorded at once as a trial with that trial's
+result (status, metrics, curves, cost; no artifacts), that trial's seed and ``info["reuses"]`` =
+its id, and told to the strategy like any other. A proposal equal to a trial still being
+evaluated waits for it (in ``async`` mode it keeps its worker slot; in ``batch`` mode the first
+of equal proposals in a batch is evaluated and the others wait for it); if that trial fails, the
+waiting proposal is evaluated itself. A reused trial counts as one trial of the budget, with its
+recorded cost for a cost budget. The decision depends only on trials stored under their ids, so
+resume stays exact: a reuse recorded before a crash is taken from the store, one that was not is
+made again from the same earlier trial.
 """
 
 from __future__ import annotations
@@ -36,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-from ..core import (Evaluator, Objective, Objectives, SearchSpace, Strategy, Task, Trial,
-                    TrialResult, derive_seed, missing_metrics)
+from ..core import (REUSES, Evaluator, Objective, Objectives, SearchSpace, Strategy, Task, Trial,
+                    TrialResult, derive_seed, missing_metrics, reused_from)
 from ..errors import RunError
 from .executors import Executor, Job, LocalExecutor
 from .store import Store
@@ -45,6 +58,18 @@ from .store import Store
 # ``callback(driver, trial)``: the driver (a ``Search`` or a method's context) has ``trials``
 # (told so far) and ``best``
 TrialCallback = Callable[[Any, Trial], None]
+
+#: values of the run option ``repeats``: what a proposal equal to an evaluated architecture gets
+REPEATS = ("evaluate", "reuse")
+
+
+def check_repeats(value: Any) -> str:
+    """The one check of the ``repeats`` option (config, CLI, ``Search``)."""
+    if not isinstance(value, str) or value not in REPEATS:
+        raise RunError(f"repeats = {value!r}; expected one of {', '.join(REPEATS)} (evaluate: "
+                       "train a repeated architecture again with a new seed; reuse: record the "
+                       "earlier trial's result without evaluating)")
+    return value
 
 
 @dataclass
@@ -85,6 +110,7 @@ class Search:
     mode: Literal["batch", "async"] = "batch"
     checkpoint_name: str = "multitrial"  # the method its checkpoints belong to in the store
     first_id: int = 0  # id of the first trial (a method may run a search after other trials)
+    repeats: str = "evaluate"  # "reuse": a proposal equal to an evaluated one takes its result
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -98,6 +124,10 @@ class Search:
         self._made_dirs: set[str] = set()  # trial directories this search created
         self.objectives = Objectives.of(self.objective)
         self._metrics_checked = False
+        check_repeats(self.repeats)
+        self._sources: dict[str, Trial] = {}  # reuse: key -> the ok evaluated trial of that key
+        self._claimed: dict[str, int] = {}  # reuse (async): key -> id of the trial evaluating it
+        self._waiting: dict[str, list[int]] = {}  # reuse (async): key -> ids waiting for it
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -127,6 +157,8 @@ class Search:
         if len(self.trials) != len(told_ids):
             raise RunError(f"store is inconsistent: checkpoint after {len(told_ids)} trials but "
                            f"only {len(self.trials)} of them are stored")
+        for t in self.trials:
+            self._note_source(t)
         return stored, in_flight
 
     def _checkpoint(self) -> None:
@@ -185,14 +217,43 @@ class Search:
         ready: collections.deque[Trial] = collections.deque()  # finished before a crash: no rerun
         started: dict[int, float] = {}
 
+        def submit(tid: int, arch: Any) -> None:
+            started[tid] = time.time()
+            self.executor.submit(self._job(tid, arch))
+
         def launch(tid: int, arch: Any, info: dict) -> None:
             self._pending[tid] = (arch, info)
             old = self._reuse(tid, arch, stored)
             if old is not None:
+                self._note_source(old)
                 ready.append(old)
                 return
-            started[tid] = time.time()
-            self.executor.submit(self._job(tid, arch))
+            if self.repeats == "reuse":
+                key = self._key(arch)
+                if key in self._sources:
+                    ready.append(self._record_repeat(tid, self._sources[key]))
+                    return
+                if key in self._claimed:  # equal to a trial being evaluated: wait for it
+                    self._waiting.setdefault(key, []).append(tid)
+                    return
+                self._claimed[key] = tid
+            submit(tid, arch)
+
+        def settle(trial: Trial) -> None:
+            """After ``trial`` finished: the proposals waiting for it take its result, or (if it
+            failed) the first of them is evaluated and the others wait for that one."""
+            key = self._key(trial.arch)
+            if self._claimed.get(key) != trial.id:
+                return
+            del self._claimed[key]
+            waiting = self._waiting.pop(key, [])
+            if key in self._sources:
+                ready.extend(self._record_repeat(tid, self._sources[key]) for tid in waiting)
+            elif waiting:
+                self._claimed[key] = waiting[0]
+                if waiting[1:]:
+                    self._waiting[key] = waiting[1:]
+                submit(waiting[0], self._pending[waiting[0]][0])
 
         for tid, arch, info in in_flight:  # the checkpoint's trials in flight run again first
             launch(tid, arch, info)
@@ -205,6 +266,9 @@ class Search:
             elif self.executor.pending():
                 job, result = self.executor.next_done()
                 trial = self._record(job, result, started.pop(job.index, time.time()))
+                if self.repeats == "reuse":
+                    self._note_source(trial)
+                    settle(trial)
             else:
                 break
             del self._pending[trial.id]
@@ -244,6 +308,30 @@ class Search:
                 f"now proposes {arch}; was the run's config changed?")
         return old
 
+    # -- repeated architectures (``repeats="reuse"``) ---------------------------------------------
+    def _key(self, arch: Any) -> str:
+        return self.space.canonical_key(arch)
+
+    def _note_source(self, trial: Trial) -> None:
+        """Remember an ok evaluated trial as the result its architecture's repeats take."""
+        if self.repeats == "reuse" and trial.ok and reused_from(trial) is None:
+            self._sources.setdefault(self._key(trial.arch), trial)
+
+    def _record_repeat(self, tid: int, source: Trial) -> Trial:
+        """Store pending trial ``tid`` with ``source``'s result, without evaluating it."""
+        arch, info = self._pending[tid]
+        r = source.result
+        result = TrialResult(status=r.status, metrics=dict(r.metrics),
+                             curves={k: list(v) for k, v in r.curves.items()}, cost=dict(r.cost),
+                             reason=r.reason)  # artifacts (files) stay the source trial's own
+        now = time.time()
+        trial = Trial(id=tid, arch=arch, result=result, seed=source.seed,
+                      info={**info, REUSES: source.id}, started=now, finished=now)
+        self.store.add_trial(trial)
+        for cb in self.on_trial:
+            cb(self, trial)
+        return trial
+
     def _job(self, tid: int, arch: Any) -> Job:
         workdir = None if self.trial_dir is None else str(self.trial_dir / str(tid))
         if workdir is not None and not Path(workdir).exists():
@@ -264,19 +352,41 @@ class Search:
         return trial
 
     def _evaluate(self, proposals: list[tuple[int, Any, dict]], stored: dict[int, Trial]) -> list[Trial]:
-        """Evaluate a batch (reusing stored trials); results in the order asked."""
+        """Evaluate a batch (reusing stored trials); results in the order asked.
+
+        With ``repeats="reuse"`` the first of equal proposals is evaluated and the others are
+        answered after it (with its result when ok; otherwise the next one is evaluated)."""
         done: dict[int, Trial] = {}
-        jobs: list[Job] = []
         for tid, arch, info in proposals:
             self._pending[tid] = (arch, info)
-            old = self._reuse(tid, arch, stored)
-            if old is not None:
-                done[tid] = old
-            else:
+        todo = list(proposals)
+        while todo:
+            jobs: list[Job] = []
+            later: list[tuple[int, Any, dict]] = []
+            claimed: set[str] = set()
+            for tid, arch, info in todo:
+                old = self._reuse(tid, arch, stored)
+                if old is not None:
+                    done[tid] = old
+                    self._note_source(old)
+                    continue
+                if self.repeats == "reuse":
+                    key = self._key(arch)
+                    if key in self._sources:
+                        done[tid] = self._record_repeat(tid, self._sources[key])
+                        continue
+                    if key in claimed:  # wait for the equal proposal evaluated in this round
+                        later.append((tid, arch, info))
+                        continue
+                    claimed.add(key)
                 jobs.append(self._job(tid, arch))
-        started = time.time()
-        for job, result in (self.executor.run(jobs) if jobs else ()):
-            done[job.index] = self._record(job, result, started)
+            started = time.time()
+            finished = [self._record(job, result, started)
+                        for job, result in (self.executor.run(jobs) if jobs else ())]
+            for trial in sorted(finished, key=lambda t: t.id):
+                done[trial.id] = trial
+                self._note_source(trial)
+            todo = later
         for tid, _, _ in proposals:
             del self._pending[tid]
         return [done[tid] for tid, _, _ in proposals]
@@ -293,4 +403,4 @@ def regret_curve(trials: Sequence[Trial], objective: Objective) -> list[float]:
     return out
 
 
-__all__ = ["Budget", "Search", "regret_curve", "TrialResult"]
+__all__ = ["Budget", "REPEATS", "Search", "check_repeats", "regret_curve", "TrialResult"]

@@ -122,7 +122,8 @@ class Run:
                 raise RunError(f"{run_dir / 'run.db'} has no saved config; cannot resume")
             warn_config_edits(run_dir / "config.yaml", saved, RESUMABLE_CHANGES)
             overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-            changed = {k: (saved.get(k), v) for k, v in overrides.items() if saved.get(k) != v}
+            changed = {k: (saved.get(k, _default(k)), v) for k, v in overrides.items()
+                       if saved.get(k, _default(k)) != v}
             refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
             if refused:
                 what = "; ".join(f"{k}: run has {a!r}, flag says {b!r}" for k, (a, b) in refused.items())
@@ -155,7 +156,7 @@ class Run:
                             budget=budget, executor=executor, strategy=c["strategy"],
                             batch=cfg.batch, evaluator_name=ev_name, evaluator_options=ev_opts,
                             trial_dir=self.dir / "trials", work_dir=self.dir / "method",
-                            keep_trial_dirs=cfg.keep_trials,
+                            keep_trial_dirs=cfg.keep_trials, repeats=cfg.repeats,
                             on_trial=[self._on_trial, *self.listeners], on_step=[self._on_batch])
         try:
             trials = run_method(c["method"], ctx)
@@ -208,6 +209,12 @@ class Run:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _default(key: str) -> Any:
+    """A config key's default (what a run saved before the key existed ran with)."""
+    f = RunConfig.model_fields.get(key)
+    return None if f is None else f.get_default(call_default_factory=True)
 
 
 def _lock(run_dir: Path) -> RunLock:
