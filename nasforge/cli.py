@@ -38,12 +38,17 @@ def _parse_sets(sets: list[str] | None, extra_groups: tuple[str, ...] = ()) -> d
         if not sep or not dot or group not in groups or not name:
             raise ConfigError(f"option {item!r} must look like GROUP.NAME=VALUE with GROUP one of "
                               f"{', '.join(sorted(groups))} (e.g. strategy.replay_number=10)")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        out.setdefault(f"{group}_options", {})[name] = value
+        out.setdefault(f"{group}_options", {})[name] = _option_value(raw)
     return out
+
+
+def _option_value(raw: str) -> Any:
+    """The VALUE of ``-o GROUP.NAME=VALUE``, read as YAML (text where it is not valid YAML);
+    ``1e-3`` stays text here and is read as a number where the option expects one."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _check_seed(value: Optional[int]) -> Optional[int]:
@@ -386,7 +391,7 @@ def bench(
         group, dot, name = key.partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"option {item!r} must look like GROUP.NAME=VALUE")
-        value = yaml.safe_load(raw)
+        value = _option_value(raw)
         if group == "task":
             task_opts[name] = value
         elif group == "space":

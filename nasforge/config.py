@@ -199,7 +199,19 @@ class RunConfig(BaseModel):
         return list(self._notes)
 
     def check_components(self) -> None:
-        """Validate every component's options against its constructor (before any work)."""
+        """Validate every component's options against its constructor (before any work).
+
+        Number texts where a component expects a number (``1e-3`` from YAML) are kept as the
+        numbers they are (``registry.read_numbers``), so the saved config holds numbers.
+        """
+        components = {"task_options": ("tasks", self.task), "space_options": ("spaces", self.space),
+                      "strategy_options": ("strategies", self.strategy),
+                      "evaluator_options": ("evaluators", self.evaluator_name_and_options()[0]),
+                      "method_options": ("methods", self.method),
+                      "executor_options": ("executors", self.executor_name)}
+        for key, (kind, name) in components.items():
+            if getattr(self, key) is not None:  # space_options None: the main job's narrowing
+                setattr(self, key, registry.read_options(kind, name, getattr(self, key)))
         registry.validate_options("tasks", self.task, self.task_options)
         registry.validate_options("spaces", self.space, self.resolved_space_options())
         registry.validate_options("strategies", self.strategy, self.strategy_options)
@@ -236,6 +248,15 @@ def _format_errors(exc: pydantic.ValidationError, source: str) -> str:
 
 def make_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate a dict as a RunConfig, with messages naming key, value and what is allowed."""
+    data, problems = dict(data), []
+    for key, value in data.items():  # 5E1 from YAML is a number where one is expected
+        if isinstance(key, str) and key in RunConfig.model_fields:
+            try:
+                data[key] = registry.read_numbers(value, RunConfig.model_fields[key].annotation)
+            except ValueError as exc:
+                problems.append(f"{key} = {value!r}: {exc}")
+    if problems:
+        raise ConfigError(f"invalid config in {source}: " + "; ".join(problems))
     try:
         cfg = RunConfig(**data)
     except pydantic.ValidationError as exc:

@@ -12,14 +12,24 @@ with the decorator::
 
 ``create(kind, name, **options)`` validates the options against the component's constructor
 signature (unknown keys and wrong types are refused with the key, the value and what is allowed).
+
+Numbers written with an exponent but without a dot or sign in it (``1e-3``, ``3.0e1``, ``5E4``)
+are text to PyYAML, which follows YAML 1.1; where an option expects a number (its annotation, or
+for an unannotated parameter its int or float default) ``read_numbers`` reads such text as the
+number YAML 1.2 means, and text that is no number is refused naming the option and the value.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import re
+import types
+import typing
 import warnings
-from typing import Any, Callable
+from decimal import Decimal
+from typing import Any, Callable, NoReturn
 
 import pydantic
 
@@ -148,14 +158,81 @@ def get(kind: str, name: str) -> Any:
         ) from None
 
 
+# a decimal number as YAML 1.2 writes it (PyYAML's YAML 1.1 misses 1e-3, 3.0e1 and 5E4)
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a (possibly Optional/Union/Annotated) annotation accepts."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def read_numbers(value: Any, annotation: Any) -> Any:
+    """``value`` with number texts read as numbers where ``annotation`` expects a number.
+
+    Text is read only where the annotation accepts int or float but not text; an int-only
+    annotation gets an int when the number is whole. Lists, tuples and dicts are followed into
+    their items. Text for an annotation that accepts only numbers (and None) that is no number
+    raises ``ValueError`` with what was expected; anything else is left to validation.
+    """
+    members = _members(annotation)
+    if isinstance(value, str):
+        wants_int, wants_float = int in members, float in members
+        if not (wants_int or wants_float) or str in members or Any in members:
+            return value
+        text = value.strip()
+        if _NUMBER_TEXT.fullmatch(text):
+            number = Decimal(text)
+            whole = number == number.to_integral_value() and number.adjusted() < 1000
+            if wants_int and whole:
+                return int(number)
+            if not wants_float:
+                raise ValueError("expected an integer, got a number with a fractional part")
+            return float(text)
+        try:
+            float(text)  # inf, nan, 1_000: validation reads them as before
+        except ValueError:
+            if set(members) <= {int, float, type(None)}:
+                raise ValueError("expected an integer (e.g. 50000 or 5e4)" if not wants_float
+                                 else "expected a number (e.g. 0.001 or 1e-3)") from None
+        return value
+    if isinstance(value, (list, tuple)):
+        for member in members:
+            origin, args = typing.get_origin(member), typing.get_args(member)
+            if origin is tuple and args and args[-1] is not Ellipsis and len(args) == len(value):
+                return type(value)(read_numbers(v, a) for v, a in zip(value, args))
+            if isinstance(origin, type) and issubclass(origin, _SEQUENCES) and args:
+                return type(value)(read_numbers(v, args[0]) for v in value)
+        return value
+    if isinstance(value, dict):
+        for member in members:
+            origin, args = typing.get_origin(member), typing.get_args(member)
+            if isinstance(origin, type) and issubclass(origin, collections.abc.Mapping) \
+                    and len(args) == 2:
+                return {k: read_numbers(v, args[1]) for k, v in value.items()}
+    return value
+
+
 def option_model(obj: Any) -> type[pydantic.BaseModel]:
-    """A pydantic model of the keyword options a component's constructor accepts."""
+    """A pydantic model of the keyword options a component's constructor accepts.
+
+    An unannotated parameter with an int or float default expects a number (or None).
+    """
     target = obj.__init__ if inspect.isclass(obj) else obj
     fields: dict[str, Any] = {}
     for pname, param in inspect.signature(target).parameters.items():
         if pname in ("self", "cls") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = param.annotation if param.annotation is not inspect.Parameter.empty else Any
+        if annotation is Any and isinstance(param.default, (int, float)) \
+                and not isinstance(param.default, bool):
+            annotation = int | float | None
         if isinstance(annotation, str):  # postponed annotations: resolve them in the module
             try:
                 hints = inspect.get_annotations(target, eval_str=True)
@@ -171,15 +248,39 @@ def option_model(obj: Any) -> type[pydantic.BaseModel]:
     )
 
 
+def _refuse(kind: str, name: str, model: type[pydantic.BaseModel], problems: list[str]) -> NoReturn:
+    allowed = ", ".join(model.model_fields) or "(none)"
+    raise ConfigError(f"{kind[:-1] if kind != 'strategies' else 'strategy'} {name!r}: "
+                      + "; ".join(problems) + f". Allowed options: {allowed}")
+
+
+def _read_options(kind: str, name: str, model: type[pydantic.BaseModel],
+                  options: dict[str, Any]) -> dict[str, Any]:
+    out, problems = dict(options), []
+    for key, value in options.items():
+        if key in model.model_fields:
+            try:
+                out[key] = read_numbers(value, model.model_fields[key].annotation)
+            except ValueError as exc:
+                problems.append(f"option {key!r} = {value!r}: {exc}")
+    if problems:
+        _refuse(kind, name, model, problems)
+    return out
+
+
+def read_options(kind: str, name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` with number texts read as numbers where the component expects numbers
+    (``read_numbers``); other values unchanged. ConfigError for text that is no number."""
+    return _read_options(kind, name, option_model(get(kind, name)), dict(options or {}))
+
+
 def validate_options(kind: str, name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """Check ``options`` against the component's signature; return them with types coerced."""
-    obj = get(kind, name)
-    options = dict(options or {})
-    model = option_model(obj)
+    model = option_model(get(kind, name))
+    options = _read_options(kind, name, model, dict(options or {}))
     try:
         validated = model(**options)
     except pydantic.ValidationError as exc:
-        allowed = ", ".join(model.model_fields) or "(none)"
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
@@ -187,10 +288,7 @@ def validate_options(kind: str, name: str, options: dict[str, Any] | None) -> di
                 problems.append(f"unknown option {key!r} (value {err.get('input')!r})")
             else:
                 problems.append(f"option {key!r} = {err.get('input')!r}: {err['msg']}")
-        raise ConfigError(
-            f"{kind[:-1] if kind != 'strategies' else 'strategy'} {name!r}: " + "; ".join(problems)
-            + f". Allowed options: {allowed}"
-        ) from None
+        _refuse(kind, name, model, problems)
     return {k: getattr(validated, k) for k in options}
 
 

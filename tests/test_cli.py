@@ -116,6 +116,7 @@ def test_bad_input_gives_one_clear_message(tmp_path):
         (["search", "--resume", "nowhere"], "holds no run to resume"),
         (["search", "-o", "strategy.dedupe_harder=1"], "unknown option 'dedupe_harder'"),
         (["search", "-o", "nonsense"], "GROUP.NAME=VALUE"),
+        (["search", "-o", "evaluator.lr=fast"], "option 'lr' = 'fast': expected a number"),
         (["train", "[C(32,3,1,1,1), SM(10)"], "chain"),
         (["trials", "nowhere"], "not a run directory"),
         (["search", "--task", "mnist"], "train-images-idx3-ubyte"),
@@ -126,6 +127,21 @@ def test_bad_input_gives_one_clear_message(tmp_path):
         assert expected in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created by refused searches
+
+
+@pytest.mark.slow
+def test_a_non_number_in_a_config_file_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "run.yaml").write_text("budget: 5E0\nevaluator_options: {lr: fast, epochs: 1e0}\n")
+    keep = tmp_path / "runs" / "keep"
+    keep.mkdir(parents=True)
+    (keep / "notes.txt").write_text("mine")
+    proc = nasforge("search", "--config", "run.yaml", "--out", "runs/keep", cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: evaluator 'train': option 'lr' = 'fast': expected a number (e.g. 0.001 or 1e-3). "
+        "Allowed options: " + proc.stderr.split("Allowed options: ")[1].strip()]
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == ["keep", "notes.txt"]
+    assert (keep / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow

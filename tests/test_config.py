@@ -80,3 +80,59 @@ def test_run_config_is_strict_about_assignment():
     cfg = RunConfig()
     with pytest.raises(Exception):
         cfg.budget = -1
+
+
+def test_scientific_notation_in_a_config_file_is_read_as_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3, 3.0e1 and 5E1 as text; where a number is expected they are numbers
+    path = tmp_path / "run.yaml"
+    path.write_text("name: 1e3\nbudget: 5E1\ntime_budget: 3.0e1\n"
+                    "evaluator_options: {lr: 1e-3, epochs: 2e0, early_stop_threshold: 5E-1}\n"
+                    "strategy: evolution\nstrategy_options: {population_size: 1.6e1}\n")
+    assert yaml.safe_load(path.read_text())["budget"] == "5E1"  # the YAML 1.1 reading
+    cfg = load_config(path)
+    assert cfg.name == "1e3"  # a text option stays text
+    assert cfg.budget == 50 and type(cfg.budget) is int
+    assert cfg.time_budget == 30.0
+    assert cfg.evaluator_options == {"lr": 0.001, "epochs": 2, "early_stop_threshold": 0.5}
+    assert type(cfg.evaluator_options["epochs"]) is int
+    assert cfg.strategy_options == {"population_size": 16}
+    saved = yaml.safe_load(yaml.safe_dump(cfg.resolved(), sort_keys=False))  # as config.yaml
+    assert saved["evaluator_options"]["lr"] == 0.001 and saved["budget"] == 50
+    # the same through -o (the CLI parses each VALUE as YAML) and the Python API
+    from nasforge.cli import _parse_sets
+
+    over = load_config(None, _parse_sets(["evaluator.lr=1e-3", "evaluator.epochs=1E1"]))
+    assert over.evaluator_options == {"lr": 0.001, "epochs": 10}
+    made = registry.create("evaluators", "train", lr="3.0e1", epochs="5E4")
+    assert made.config.lr == 30.0 and made.config.epochs == 50000
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"evaluator_options": {"lr": "fast"}},
+     r"^evaluator 'train': option 'lr' = 'fast': expected a number \(e\.g\. 0\.001 or 1e-3\)"),
+    ({"evaluator_options": {"epochs": "1.5e0"}},
+     r"option 'epochs' = '1\.5e0': expected an integer, got a number with a fractional part"),
+    ({"evaluator_options": {"epochs": "many"}}, r"option 'epochs' = 'many': expected an integer"),
+    ({"evaluator_options": {"early_stop_threshold": "half"}},
+     r"option 'early_stop_threshold' = 'half': expected a number"),
+    ({"budget": "5E1.5"}, r"budget = '5E1\.5': expected an integer"),
+    ({"time_budget": "soon"}, r"time_budget = 'soon': expected a number"),
+])
+def test_a_non_number_for_a_numeric_option_is_one_clear_line(data, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        make_config(data)
+    assert "\n" not in str(info.value) and "Input should be" not in str(info.value)
+
+
+def test_numeric_default_without_annotation_expects_a_number():
+    @registry.register("strategies", "user_test_unannotated")
+    class Plain:
+        def __init__(self, seed=0, rate=0.5, steps=10, label="x"):
+            self.seed, self.rate, self.steps, self.label = seed, rate, steps, label
+
+    made = registry.create("strategies", "user_test_unannotated", rate="2.5e-1", steps="1e2",
+                           label="1e3")
+    assert (made.rate, made.steps, made.label) == (0.25, 100, "1e3")
+    assert registry.create("strategies", "user_test_unannotated", rate=None).rate is None
+    with pytest.raises(ConfigError, match=r"option 'rate' = 'quick': expected a number"):
+        registry.create("strategies", "user_test_unannotated", rate="quick")
