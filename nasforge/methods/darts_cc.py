@@ -593,6 +593,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
     cells drawn as graphs."""
     from ..oneshot.plots import _pyplot, plot_alpha_history, plot_genotype
     from ..oneshot.supernet import cell_edges
+    from ..report.axes import log_axis
     from ..spaces.darts import parse_genotype
 
     plt = _pyplot()
@@ -610,7 +611,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
     if family:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([p[2]["lambda"] for p in family], [p[0] for p in family], "o-", label="trained")
-        ax.set_xscale("log")
+        log_axis(ax, "x")
         ax.set_xlabel("λ")
         ax.set_ylabel("parameters")
         ax.set_title("DARTS-CC: parameters of the derived network against λ")
@@ -628,7 +629,7 @@ def write_plots(trials: Sequence[Trial], state: dict[str, Any], plots_dir: Path,
                     label="DARTS-CC family")
             for p in family:
                 ax.annotate(f"λ̃={p[2]['lambda_tilde']:g}", (p[0], p[1]), fontsize=7)
-        ax.set_xscale("log")
+        log_axis(ax, "x")
         ax.set_xlabel("parameters")
         ax.set_ylabel("validation accuracy")
         ax.legend(fontsize=8)

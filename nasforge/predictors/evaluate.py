@@ -142,6 +142,8 @@ def plot_tau(summary: list[dict[str, Any]], path: Path, title: str = "") -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report.axes import log_axis
+
     if path.exists():
         raise ConfigError(f"{path} exists; expected a new file (results are never overwritten)")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -150,7 +152,7 @@ def plot_tau(summary: list[dict[str, Any]], path: Path, title: str = "") -> None
         ax.errorbar([s["n"] for s in ss], [s["tau"] for s in ss],
                     yerr=[0 if math.isnan(s["tau_ci95"]) else s["tau_ci95"] for s in ss],
                     marker="o", capsize=3, label=name)
-    ax.set_xscale("log")
+    log_axis(ax, "x")
     ax.set_xlabel("training architectures n")
     ax.set_ylabel("Kendall tau on held-out set")
     ax.set_title(title)

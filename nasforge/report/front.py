@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..core import CHOICE_RULE, COST_KEYS, Objective, Objectives, evaluated
 from ..pareto import hypervolume, hypervolume_curve, reference_point
+from .axes import log_axis
 
 
 def _pyplot():
@@ -110,7 +111,7 @@ def plot_front(rows: Sequence[dict[str, Any]], objectives: Objectives | Objectiv
         ax.scatter([cv[1]], [cv[0]], s=160, marker="*", color="gold", edgecolor="k", zorder=4,
                    label=f"chosen (trial {chosen['id']})")
     if x_obj.metric in COST_KEYS and all(x > 0 for x, _ in feas + infeas):
-        ax.set_xscale("log")
+        log_axis(ax, "x")  # a few labelled ticks that do not overlap, however narrow the range
     ax.set_xlabel(f"{x_obj.metric} ({x_obj.mode})")
     ax.set_ylabel(f"{y_obj.metric} ({y_obj.mode})")
     ax.set_title(f"{y_obj.metric} against {x_obj.metric}: every trial and the front")
