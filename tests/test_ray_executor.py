@@ -118,3 +118,39 @@ def test_missing_ray_and_bad_executor_input_are_clear(tmp_path, capsys, monkeypa
     assert main_in_process(*args, "--executor", "ray", "--out", str(tmp_path / "c")) == 2
     assert "pip install 'nasforge[ray]'" in capsys.readouterr().err.replace("\n", "")
     assert not any((tmp_path / d).exists() for d in "abc")  # refused before a run directory
+
+
+
+def test_unreachable_cluster_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "keep.txt").write_text("mine")
+    done = runs / "done"  # a finished run (local executor) to resume onto the cluster
+    assert main_in_process("search", "--budget", "1", "--quiet", "--no-export", "-o",
+                           "evaluator.epochs=1", "--out", str(done)) == 0
+    before = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file() and p.name != "run.lock"}
+    assert "config.yaml" in before and "run.db" in before
+    capsys.readouterr()
+
+    # what ray.init says for address=auto with no cluster running (the real call finds any
+    # cluster on the machine, and a HOST:PORT with nothing there takes minutes to give up)
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    expected = ("error: cannot connect to the Ray cluster at address 'auto': ConnectionError: "
+                "Could not find any running Ray instance.")
+    on_cluster = ["--executor", "ray", "-o", "executor.address=auto", "--quiet", "--no-export"]
+    # a new run: neither its directory nor the missing parent is left; what was there stays
+    assert main_in_process("search", "--budget", "2", *on_cluster,
+                           "--out", str(runs / "new" / "run")) == 2
+    out, err = capsys.readouterr()
+    assert err.replace("\n", "").strip() == expected and "run directory:" not in out
+    assert sorted(p.name for p in runs.iterdir()) == ["done", "keep.txt"]
+    # resuming onto it changes nothing in the run (config, trials, report; run.lock names the
+    # last process that held the lock, as after any refused resume)
+    assert main_in_process("search", "--resume", str(done), "--budget", "2", *on_cluster) == 2
+    assert capsys.readouterr().err.replace("\n", "").strip() == expected
+    assert {p.name: p.read_bytes() for p in done.iterdir()
+            if p.is_file() and p.name != "run.lock"} == before

@@ -76,7 +76,8 @@ def evaluate_job(space: SearchSpace, evaluator: Evaluator, task: Task | None, jo
 class Executor(abc.ABC):
     """Evaluates jobs on ``workers`` workers.
 
-    Contract: ``start`` is called once before any job; ``submit(job)`` hands a job over (it may
+    Contract: ``connect`` may be called first (a run calls it before it writes anything);
+    ``start`` is called once before any job; ``submit(job)`` hands a job over (it may
     run at once or when a worker frees up); ``next_done()`` blocks until some submitted job has
     finished and returns it with its result (any order; each submitted job exactly once);
     ``pending()`` counts submitted jobs not yet returned; ``run(jobs)`` is the batch form;
@@ -85,6 +86,10 @@ class Executor(abc.ABC):
     """
 
     workers: int = 1
+
+    def connect(self) -> None:
+        """Reach what the jobs will run on (a cluster), before a run directory is made or changed;
+        ``ConfigError`` when it cannot be reached. Nothing to reach on this machine."""
 
     def start(self, space: SearchSpace, evaluator: Evaluator, task: Task | None) -> None:
         self.space, self.evaluator, self.task = space, evaluator, task

@@ -129,8 +129,24 @@ class RayExecutor(Executor):
         self._shared = None  # the next submit sends these
         self._ensure_ray()
 
+    def connect(self) -> None:
+        """Connect to the cluster at ``address`` now, so that a run refuses an unreachable one
+        before it writes anything (a local cluster is started on first use: it takes seconds)."""
+        if self.address is not None:
+            self._ensure_cluster()
+
     def _ensure_ray(self) -> Any:
         """Connect (or start a local cluster) if needed; put the shared objects once."""
+        ray = self._ensure_cluster()
+        if self._remote is None:
+            self._remote = ray.remote(_evaluate_in_worker)
+        if self._shared is None:
+            self._shared = [ray.put((self.space, self.evaluator, self.task))]
+        return ray
+
+    def _ensure_cluster(self) -> Any:
+        """``ray`` connected: to ``address``, to this process's ``ray.init``, or to a local
+        cluster started here."""
         ray = require_ray()
         if not ray.is_initialized():
             if self.address is not None:
@@ -152,10 +168,6 @@ class RayExecutor(Executor):
                     raise
             self._connected = True
             self._shared = None
-        if self._remote is None:
-            self._remote = ray.remote(_evaluate_in_worker)
-        if self._shared is None:
-            self._shared = [ray.put((self.space, self.evaluator, self.task))]
         return ray
 
     def submit(self, job: Job) -> None:

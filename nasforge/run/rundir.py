@@ -29,6 +29,7 @@ from ..data import load_task
 from ..errors import RunError
 from ..report import leaderboard, write_html, write_plots, write_trials_csv
 from .best import BestKeeper
+from .executors import Executor
 from .loop import Budget, Search
 from .ownership import NewRunDir, repair_run, warn_config_edits  # noqa: F401 (repair_run: API)
 from .store import RunLock, Store, open_store, warn_if_damaged
@@ -70,6 +71,19 @@ def build_components(cfg: RunConfig) -> dict[str, Any]:
             "objective": objectives.primary, "objectives": objectives, "method": method}
 
 
+def connected_executor(cfg: RunConfig) -> Executor:
+    """The config's executor, connected to the cluster its options name (``Executor.connect``):
+    one that cannot be reached is refused before a run writes anything."""
+    executor = registry.create("executors", cfg.executor_name, workers=cfg.workers,
+                               **cfg.executor_options)
+    try:
+        executor.connect()
+    except BaseException:
+        executor.close()
+        raise
+    return executor
+
+
 def default_run_dir(cfg: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = cfg.name or f"{cfg.strategy}-{cfg.space}-{cfg.task}-{stamp}"
@@ -80,8 +94,9 @@ class Run:
     """A search bound to a run directory. Use ``Run.create`` or ``Run.resume``, then ``search()``."""
 
     def __init__(self, run_dir: Path, cfg: RunConfig, store: Store, lock: "Any",
-                 components: dict[str, Any] | None = None):
+                 components: dict[str, Any] | None = None, executor: Executor | None = None):
         self.dir = run_dir
+        self._executor = executor  # connected by create / resume; search() uses it
         self.config = cfg
         self.store = store
         self._lock = lock
@@ -98,16 +113,20 @@ class Run:
     def create(cls, cfg: RunConfig, out: str | Path | None = None) -> "Run":
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
         claim = NewRunDir(run_dir)  # lock first, then check the directory, then the slow work
+        executor: Executor | None = None
         try:
+            executor = connected_executor(cfg)  # an unreachable cluster: nothing is left behind
             components = build_components(cfg)
             store = open_store(run_dir / "run.db", "create")
             store.set_meta("config", cfg.resolved())
             store.set_meta("created", time.time())
             _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
         except BaseException:
+            if executor is not None:
+                executor.close()
             claim.undo()
             raise
-        return cls(run_dir, cfg, store, claim.lock, components)
+        return cls(run_dir, cfg, store, claim.lock, components, executor)
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: dict[str, Any] | None = None) -> "Run":
@@ -115,6 +134,8 @@ class Run:
         if not (run_dir / "run.db").is_file():
             raise RunError(f"{run_dir} holds no run to resume (no run.db there)")
         lock = _lock(run_dir)
+        executor: Executor | None = None
+        store: Store | None = None
         try:
             store = open_store(run_dir / "run.db", "write")  # a damaged store is refused here
             saved = store.get_meta("config")
@@ -130,11 +151,16 @@ class Run:
                 raise RunError(f"cannot resume {run_dir} with a different config ({what}). Only "
                                f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume.")
             cfg = make_config({**saved, **overrides}, source=str(run_dir / "config.yaml"))
+            executor = connected_executor(cfg)  # before the saved config changes
             if changed:
                 store.set_meta("config", cfg.resolved())
                 _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
-            return cls(run_dir, cfg, store, lock)
+            return cls(run_dir, cfg, store, lock, executor=executor)
         except BaseException:
+            if executor is not None:
+                executor.close()
+            if store is not None:
+                store.close()
             lock.release(remove=True)  # a refused resume leaves no lock file it made
             raise
 
@@ -144,8 +170,7 @@ class Run:
         from ..methods import MethodContext, run_method
 
         cfg, c = self.config, self.components
-        executor = registry.create("executors", cfg.executor_name, workers=cfg.workers,
-                                   **cfg.executor_options)
+        executor, self._executor = self._executor or connected_executor(cfg), None
         self._best = BestKeeper(self.dir / "best", self.objectives, self.store.rows())
         budget = Budget(trials=cfg.budget,
                         seconds=None if cfg.time_budget is None else cfg.time_budget * 60,
@@ -161,6 +186,7 @@ class Run:
         try:
             trials = run_method(c["method"], ctx)
         finally:
+            executor.close()  # also one a method never started (it may hold a connection)
             self.refresh(force=True)
         if cfg.export:
             from ..export.onnx import export_best  # best/model.onnx (skipped, with a log line, without the onnx extra)
@@ -201,6 +227,9 @@ class Run:
         return leaderboard(self.store.rows(), self.objectives, top)
 
     def close(self) -> None:
+        if self._executor is not None:  # connected, never searched with
+            self._executor.close()
+            self._executor = None
         self.store.close()
         self._lock.release()
 
