@@ -210,8 +210,10 @@ class RunConfig(BaseModel):
                       "method_options": ("methods", self.method),
                       "executor_options": ("executors", self.executor_name)}
         for key, (kind, name) in components.items():
-            if getattr(self, key) is not None:  # space_options None: the main job's narrowing
-                setattr(self, key, registry.read_options(kind, name, getattr(self, key)))
+            given = getattr(self, key)  # space_options None: the main job's narrowing
+            read = given if given is None else registry.read_options(kind, name, given)
+            if read != given:  # assigned only then: the fields a file or flag set stay the same
+                setattr(self, key, read)
         registry.validate_options("tasks", self.task, self.task_options)
         registry.validate_options("spaces", self.space, self.resolved_space_options())
         registry.validate_options("strategies", self.strategy, self.strategy_options)

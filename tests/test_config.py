@@ -96,6 +96,12 @@ def test_scientific_notation_in_a_config_file_is_read_as_a_number(tmp_path):
     assert cfg.evaluator_options == {"lr": 0.001, "epochs": 2, "early_stop_threshold": 0.5}
     assert type(cfg.evaluator_options["epochs"]) is int
     assert cfg.strategy_options == {"population_size": 16}
+    # the keys the file set are still those a --resume --config compares with the run's config
+    assert set(cfg.model_dump(exclude_unset=True)) == {
+        "name", "budget", "time_budget", "evaluator_options", "strategy", "strategy_options"}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("budget: 3\n")
+    assert load_config(plain).model_dump(exclude_unset=True) == {"budget": 3}
     saved = yaml.safe_load(yaml.safe_dump(cfg.resolved(), sort_keys=False))  # as config.yaml
     assert saved["evaluator_options"]["lr"] == 0.001 and saved["budget"] == 50
     # the same through -o (the CLI parses each VALUE as YAML) and the Python API
