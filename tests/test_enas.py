@@ -280,13 +280,7 @@ ARGS = ["search", "--method", "enas", "--space", "enas_macro", "--task", "digits
         "-o", "space.layers=3", "-o", "space.channels=4", "-o", "method.epochs=3",
         "-o", "method.controller_steps=4", "-o", "method.samples=4", "-o", "method.retrain=0",
         "-o", "method.batch_size=128", "-o", "evaluator.epochs=1",
-        "-o", "evaluator.measure_latency=false", "--quiet"]
-
-
-def nasforge(*args: str, cwd: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+        "-o", "evaluator.measure_latency=false", "--no-export", "--quiet"]
 
 
 def table(run_dir: Path, sql: str) -> list[tuple]:
@@ -303,7 +297,8 @@ def test_enas_cli_kill_9_resumes_exactly(tmp_path):
 
     from nasforge.cli import app
 
-    # the uninterrupted run in this process (saves a start-up), the killed one as a subprocess
+    # the uninterrupted run and the resume in this process (saves a start-up each), the killed
+    # one as a subprocess
     done = CliRunner().invoke(app, [*ARGS, "--out", str(tmp_path / "full")])
     assert done.exit_code == 0, done.output
     rows_sql = "SELECT id, arch, status, metrics, seed, info FROM trials ORDER BY id"
@@ -327,7 +322,8 @@ def test_enas_cli_kill_9_resumes_exactly(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert table(run, "SELECT count(*) FROM trials")[0][0] == 0
-    nasforge("search", "--resume", "killed", "--quiet", cwd=tmp_path)
+    again = CliRunner().invoke(app, ["search", "--resume", str(run), "--quiet"])
+    assert again.exit_code == 0, again.output
     resumed = table(run, rows_sql)
     # same architectures, ids, seeds and info; shared-weight scores equal to the last bit
     same = lambda rows: [(r[0], r[1], r[2], r[4], r[5]) for r in rows]  # noqa: E731

@@ -86,14 +86,7 @@ ARGS = ["search", "--method", "ghn", "-o", "method.epochs=3", "-o", "method.trai
         "-o", "method.val_archs=1", "-o", "method.meta_batch=2", "-o", "method.batch_size=256",
         "-o", "method.rank=3", "-o", "method.arch_source=space", "-o", "space.features=[8]",
         "-o", "space.kernels=[3]", "-o", "space.min_conv=1", "-o", "space.max_conv=2",
-        "--seed", "3", "--quiet"]
-
-
-def nasforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+        "--seed", "3", "--no-export", "--quiet"]
 
 
 def query(db: Path, sql: str) -> list[tuple]:
@@ -106,7 +99,11 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 @pytest.mark.slow
 def test_ghn_method_kill_9_resumes_exactly(tmp_path):
-    nasforge(*ARGS, "--out", "full", cwd=tmp_path)
+    from nasforge.testing import main_in_process
+
+    # the search to kill is a real process; the uninterrupted run and the resume run the same
+    # CLI main in this process (saves a Python and torch start-up each)
+    assert main_in_process(*ARGS, "--out", str(tmp_path / "full")) == 0
     trials = "SELECT id, arch, status, metrics, info FROM trials ORDER BY id"
     full = query(tmp_path / "full" / "run.db", trials)
     assert len(full) == 3
@@ -128,7 +125,7 @@ def test_ghn_method_kill_9_resumes_exactly(tmp_path):
     proc.wait()
     steps = [s for (s,) in query(db, "SELECT step FROM checkpoints WHERE method = 'ghn'")]
     assert steps and max(steps) < 4  # killed during training
-    nasforge("search", "--resume", "killed", "--quiet", cwd=tmp_path)
+    assert main_in_process("search", "--resume", str(tmp_path / "killed"), "--quiet") == 0
     assert query(db, trials) == full
     a, b = load(tmp_path / "full/method/ghn.pt"), load(tmp_path / "killed/method/ghn.pt")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):

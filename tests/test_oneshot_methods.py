@@ -152,7 +152,8 @@ CLI = ["search", "--method", "darts", "--space", "darts", "--task", "digits", "-
        "-o", "space.ops=[max_pool_3x3, skip_connect, sep_conv_3x3]",
        "-o", "method.epochs=4", "-o", "method.train_rows=64", "-o", "method.batch_size=16",
        "-o", "method.order=2", "-o", "method.supernet_val=false", "-o", "method.plots=false",
-       "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false", "--quiet"]
+       "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false", "--no-export",
+       "--quiet"]
 
 
 def _checkpoint_steps(run_dir):
@@ -167,6 +168,8 @@ def _checkpoint_steps(run_dir):
 
 @pytest.mark.slow
 def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
+    # the search to kill runs as a real process; the uninterrupted run and the resume run the
+    # same CLI main in this process (no Python and torch start-up for them)
     import os
     import signal
     import sqlite3
@@ -176,10 +179,7 @@ def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
 
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 
-    def nasforge(*args):
-        proc = subprocess.run([sys.executable, "-m", "nasforge", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"nasforge {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
+    from nasforge.testing import main_in_process
 
     def rows(run_dir):
         con = sqlite3.connect(run_dir / "run.db")
@@ -188,7 +188,7 @@ def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
         finally:
             con.close()
 
-    nasforge(*CLI, "--out", "full")
+    assert main_in_process(*CLI, "--out", str(tmp_path / "full")) == 0
     proc = subprocess.Popen([sys.executable, "-m", "nasforge", *CLI, "--out", "killed"], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -205,7 +205,7 @@ def test_darts_cli_kill_9_resumes_to_the_same_alpha_and_genotype(tmp_path):
     proc.wait()
     steps = _checkpoint_steps(tmp_path / "killed")
     assert steps and max(steps) < 4 and not rows(tmp_path / "killed")  # killed mid-search
-    nasforge("search", "--resume", "killed", "--quiet")
+    assert main_in_process("search", "--resume", str(tmp_path / "killed"), "--quiet") == 0
     history = [json.loads((tmp_path / run / "method" / "darts_alphas.json").read_text())["history"]
                for run in ("full", "killed")]
     assert [h["normal"] for h in history[1]] == [h["normal"] for h in history[0]]  # same α

@@ -1,23 +1,27 @@
 """Multi-objective runs end to end through the CLI (on a generated NB201 table, for speed), and
-the exact NB201 parameter counts the table search uses."""
+the exact NB201 parameter counts the table search uses. The CLI's ``main`` runs in this process
+(``main_in_process``): a subprocess per command would add only a Python and torch start-up."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from nasforge.testing import run_cli
+from nasforge.testing import main_in_process
 
 from nasforge.bench_tables import add_params_column, make_nb201_table, nb201_params
 from nasforge.pareto import dominates
 
 
-def nasforge(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli(*args, cwd=cwd, check=check, timeout=300)
+def nasforge(capsys, *args: str, check: bool = True) -> tuple[int, str, str]:
+    """The CLI in this process: exit status, stdout, stderr (status 0 required with ``check``)."""
+    capsys.readouterr()
+    code = main_in_process(*args)
+    out, err = capsys.readouterr()
+    assert code == 0 or not check, f"nasforge {' '.join(args)} exited {code}:\n{out}\n{err}"
+    return code, out, err
 
 
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -42,15 +46,16 @@ def test_nb201_params_match_the_benchmark_and_built_networks():
 
 
 @pytest.mark.slow
-def test_pareto_search_writes_front_plots_and_refuses_unknown_metrics(tmp_path):
+def test_pareto_search_writes_front_plots_and_refuses_unknown_metrics(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     # a generated table (structured accuracies) with exact parameter counts
     table = add_params_column(make_nb201_table(tmp_path / "t.csv", seed=0), tmp_path / "tp.csv")
     common = ["--space", "nb201", "--evaluator", f"table:{table}", "-o",
               "evaluator.search_metric=cifar10-val", "-o", "evaluator.report_metric=cifar10-test",
               "-o", "evaluator.cost_columns=[params]", "--quiet"]
-    nasforge("search", *common, "--strategy", "evolution", "--objective", "max:cifar10-val",
+    nasforge(capsys, "search", *common, "--strategy", "evolution", "--objective", "max:cifar10-val",
              "--objective", "min:params", "--constraint", "params<=1200000", "--budget", "20",
-             "-o", "strategy.population_size=8", "--out", "run", cwd=tmp_path)
+             "-o", "strategy.population_size=8", "--out", "run")
     run = tmp_path / "run"
     for name in ("plots/pareto.png", "plots/hypervolume.png", "best/front.json", "best/arch.txt"):
         assert (run / name).is_file(), name
@@ -69,17 +74,17 @@ def test_pareto_search_writes_front_plots_and_refuses_unknown_metrics(tmp_path):
     con = sqlite3.connect(run / "run.db")
     assert con.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 20
     con.close()
-    summary = json.loads(nasforge("trials", "run", "--pareto", "--json", cwd=tmp_path).stdout)
+    summary = json.loads(nasforge(capsys, "trials", "run", "--pareto", "--json")[1])
     assert sorted(m["trial"] for m in summary["front"]) == sorted(m["trial"] for m in members)
     hv = summary["hypervolume"]
     assert 0 < hv["normalised"] <= 1 and set(hv["reference"]) == {"cifar10-val", "params"}
     header = (run / "trials.csv").read_text().splitlines()[0].split(",")
     assert "pareto" in header and "feasible" in header
     # a misspelt metric is refused before anything is created
-    bad = nasforge("search", *common, "--objective", "max:cifar10-vall", "--out", "bad",
-                   cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and "'cifar10-vall' is not reported" in bad.stderr
-    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
-    bad = nasforge("search", *common, "--constraint", "params=<5", "--out", "bad", cwd=tmp_path,
-                   check=False)
-    assert bad.returncode == 2 and "params=<5" in bad.stderr and "Traceback" not in bad.stderr
+    code, _, err = nasforge(capsys, "search", *common, "--objective", "max:cifar10-vall",
+                            "--out", "bad", check=False)
+    assert code == 2 and "'cifar10-vall' is not reported" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+    code, _, err = nasforge(capsys, "search", *common, "--constraint", "params=<5", "--out", "bad",
+                            check=False)
+    assert code == 2 and "params=<5" in err and "Traceback" not in err

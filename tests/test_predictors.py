@@ -159,7 +159,7 @@ def test_cross_validate_folds(nb201):
 
 
 @pytest.mark.slow
-def test_cli_predictors_eval(tmp_path):
+def test_cli_predictors_eval(tmp_path, capsys):
     import os
     import subprocess
     import sys
@@ -173,10 +173,14 @@ def test_cli_predictors_eval(tmp_path):
     summary = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert set(summary["predictor"]) == {"svr"} and set(summary["n"]) == {10, 30}
     assert (tmp_path / "o" / "tau_vs_n.png").exists()
-    again = subprocess.run(cmd + ["--out", str(tmp_path / "o")], env=env, capture_output=True,
-                           text=True, timeout=240)
-    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
-    bad = subprocess.run(cmd[:-8] + ["--predictors", "svr", "--ns", "ten", "--out",
-                                     str(tmp_path / "p")], env=env, capture_output=True,
-                         text=True, timeout=240)
-    assert bad.returncode == 2 and "'ten'" in bad.stderr, bad.stderr
+    # the refusals through the same main in this process (no second Python and torch start-up)
+    from nasforge.testing import main_in_process
+
+    capsys.readouterr()
+    assert main_in_process(*cmd[3:], "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "Traceback" not in err
+    assert main_in_process(*cmd[3:-8], "--predictors", "svr", "--ns", "ten", "--out",
+                           str(tmp_path / "p")) == 2
+    err = capsys.readouterr().err
+    assert "'ten'" in err and not (tmp_path / "p").exists(), err

@@ -262,19 +262,21 @@ def test_failed_trials_and_bad_options():
 
 
 @pytest.mark.slow
-def test_search_command_on_digits(tmp_path):
-    from nasforge.testing import run_cli
+def test_search_command_on_digits(tmp_path, capsys):
+    from nasforge.testing import main_in_process
 
+    # the CLI's main in this process (a real process would add only a Python and torch start-up)
     out = tmp_path / "run"
-    proc = run_cli(
+    capsys.readouterr()
+    assert main_in_process(
         "search", "--task", "digits", "--space", "cell", "--strategy", "progressive",
         "--budget", "7", "--seed", "1", "--quiet", "--out", str(out),
         "-o", "evaluator.epochs=1", "-o", "task.limit=300", "-o", "space.blocks=2",
         "-o", "space.filters=4", "-o", "space.motifs=2", "-o", "space.normal_cells=1",
         "-o", "space.operators=[identity, 3x3 conv]", "-o", "strategy.beam=2",
         "-o", "strategy.first_step=4",
-        "-o", "strategy.predictor_options={members: 1, epochs: 3}", cwd=tmp_path)
-    assert "leaderboard" in proc.stdout
+        "-o", "strategy.predictor_options={members: 1, epochs: 3}") == 0
+    assert "leaderboard" in capsys.readouterr().out
     rows = (out / "progressive.csv").read_text().splitlines()
     assert rows[0] == "step,role,cell,predicted_score,predicted_time"
     assert sum(r.startswith("1,") for r in rows) == 5  # the empty cell and 4 one-block cells
