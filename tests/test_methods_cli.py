@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nasforge.testing import main_in_process
+from test_cli import cli  # the CLI's main in this process: (status, stdout, stderr)
 
 # tiny networks (one or two 8-channel layers, digits, 1 epoch) so each trial takes a moment; no
 # ONNX export of the best network (the trials are what is compared)
@@ -25,14 +25,6 @@ TINY = ["-o", "space.features=[8]", "-o", "space.kernels=[3]", "-o", "space.min_
         "-o", "space.max_conv=2", "-o", "evaluator.epochs=1", "-o", "evaluator.measure_latency=false",
         "--no-export", "--quiet"]
 ENV = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in this process: exit status, stdout, stderr."""
-    capsys.readouterr()
-    code = main_in_process(*args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows(run_dir: Path) -> list[tuple]:
