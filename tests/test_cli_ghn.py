@@ -73,13 +73,18 @@ def test_eval_reports_random_sgd_and_predicted(tmp_path):
     assert abs(ci - 1.96 * abs(data["predicted"]["g"][0] - data["predicted"]["g"][1]) / 2) < 1e-9
 
 
-def test_errors_are_one_line_with_exit_2(tmp_path):
+def test_errors_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+    from nasforge.testing import main_in_process
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     (tmp_path / "ghn.pt").write_text("x")
     proc = subprocess.run([sys.executable, "-m", "nasforge", "ghn", "train", "--out", "ghn.pt"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "nasforge", "ghn", "eval", "ghn.pt"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "cannot read GHN file 'ghn.pt'" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    # the second through the same main in this process (no second Python and torch start-up)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main_in_process("ghn", "eval", "ghn.pt") == 2
+    err = capsys.readouterr().err
+    assert "cannot read GHN file 'ghn.pt'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
