@@ -29,7 +29,21 @@ empty a random unseen sample is asked. ``bananas``'s ``depth`` 2 adds the cells 
 its parents to the pool. With ``tail`` k > 0 (both strategies; 0, the paper's behaviour, by
 default) the last k asks of the search's trial budget take the local pool (the incumbent's
 unasked neighbours in acquisition order), refitting every ``tail_retrain_every`` successes; the
-asks before the tail are those of the search without one. They refit the ensemble after every
+asks before the tail are those of the search without one.
+
+Basin-escape options (both strategies, off by default; tuning round 4,
+``benchmarks/results/tuning/04_basin_escape.md``): ``spread`` s multiplies the ensemble's std in
+the Thompson draw (``its``: one draw from N(mean, s x std); 1, the paper's, by default), a wider
+posterior that explores more. ``escape`` k > 0: once the best score has not improved for k
+successful trials (a stagnant incumbent, as in local search with restarts), the mutations are
+larger: ``bananas``'s pool is ``candidates`` cells two or three edits from its ``parents`` best
+architectures (2 or 3 successive mutations; on a space that lists neighbours the ones that land
+one edit away or on the parent are dropped) plus ``candidates // 4`` random samples, without the
+one-edit neighbours; ``predictor_evolution``'s candidates are such mutations of the tournament
+winner. The search returns to its usual pool as soon as the best improves; the tail, when one
+is set, takes precedence (``info()["phase"]`` reads ``escape`` meanwhile). Stagnation is read
+from the history, so it needs no state of its own. Until the first stagnation an ``escape`` search
+asks exactly what the search without it asks. They refit the ensemble after every
 ``retrain_every`` new successful trials (1: before every ask; larger values make the search
 cheaper), and keep torch to one thread while they fit and score (``torch.set_num_threads(1)``,
 restored after).
@@ -82,7 +96,7 @@ class _ModelBased(Strategy):
     def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
                  retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
                  lr: float, encoding: str, bootstrap: bool, canonical: bool, tail: int = 0,
-                 tail_retrain_every: int | None = None):
+                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0):
         super().__init__(seed=seed)
         if not isinstance(canonical, bool):
             raise ConfigError(f"{self.name}: canonical={canonical!r}; expected true or false")
@@ -97,7 +111,12 @@ class _ModelBased(Strategy):
         if encoding not in ENCODINGS:
             raise ConfigError(f"{self.name}: encoding={encoding!r}; expected one of "
                               f"{', '.join(ENCODINGS)}")
+        if not (isinstance(spread, (int, float)) and not isinstance(spread, bool)
+                and np.isfinite(spread) and spread > 0):
+            raise ConfigError(f"{self.name}: spread={spread!r}; expected a finite number > 0")
         self.initial, self.acquisition, self.beta = initial, acquisition, float(beta)
+        self.spread = float(spread)
+        self.escape = _check_int(self.name, "escape", escape, 0)
         self.retrain_every = retrain_every
         self.tail = _check_int(self.name, "tail", tail, 0)
         self.tail_retrain_every = (retrain_every if tail_retrain_every is None else
@@ -185,6 +204,34 @@ class _ModelBased(Strategy):
         budget = getattr(self, "budget", None)
         return bool(self.tail) and budget is not None and budget - len(self.asked) <= self.tail
 
+    def _stagnant(self) -> bool:
+        """True with ``escape`` k > 0 when the last k successful trials did not improve on the
+        best score (its first occurrence is k or more successes back); a function of the
+        history, so it needs no state of its own."""
+        if not self.escape:
+            return False
+        scores = [s for _, s in self.history if s is not None]
+        if not scores:
+            return False
+        first_best = int(np.argmax(scores))
+        return len(scores) - 1 - first_best >= self.escape
+
+    def _far_mutations(self, parent: Architecture, count: int) -> list[Architecture]:
+        """``count`` tries at cells two or three edits from ``parent`` (2 or 3 successive
+        mutations, evenly chosen); on a space that lists neighbours the tries that land on
+        ``parent`` or one of its one-edit neighbours are dropped."""
+        space = self._require_space()
+        listed = space.neighbours(parent)
+        near = ({self._key(a) for a in listed} | {self._key(parent)}) if listed else set()
+        out = []
+        for _ in range(count):
+            child = parent
+            for _ in range(int(self.rng.integers(2, 4))):
+                child = space.mutate(child, self.rng)
+            if self._key(child) not in near:
+                out.append(child)
+        return out
+
     def _local_pool(self) -> list[Architecture]:
         """The unasked one-edit neighbours of the best architecture that has any (going down
         the ranking); empty when the space lists no neighbours or all are asked."""
@@ -204,7 +251,7 @@ class _ModelBased(Strategy):
             x = self.model.features(pool, self._require_space())
             mean, std = self.model.predict_features(x)
         if self.acquisition == "its":
-            value = self.rng.normal(mean, std)
+            value = self.rng.normal(mean, self.spread * std)
         elif self.acquisition == "ucb":
             value = mean + self.beta * std
         else:
@@ -268,12 +315,13 @@ class Bananas(_ModelBased):
                  retrain_every: int = 10, members: int = 5, hidden: int = 32, layers: int = 2,
                  epochs: int = 100, lr: float = 0.01, encoding: str = "path",
                  bootstrap: bool = True, canonical: bool = True, depth: int = 1,
-                 pool: str = "mixed", tail: int = 0, tail_retrain_every: int | None = None):
+                 pool: str = "mixed", tail: int = 0, tail_retrain_every: int | None = None,
+                 spread: float = 1.0, escape: int = 0):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
                          bootstrap=bootstrap, canonical=canonical, tail=tail,
-                         tail_retrain_every=tail_retrain_every)
+                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape)
         if pool not in POOLS:
             raise ConfigError(f"{self.name}: pool={pool!r}; expected one of {', '.join(POOLS)}")
         self.pool = pool
@@ -292,6 +340,12 @@ class Bananas(_ModelBased):
         space = self._require_space()
         top = self._ranked()[:self.parents]
         pool: list[Architecture] = []
+        if self._stagnant() and not self._in_tail():
+            per = max(1, self.candidates // len(top))
+            for parent in top:
+                pool += self._far_mutations(parent, per)
+            pool += [space.sample(self.rng) for _ in range(max(1, self.candidates // 4))]
+            return self._unseen(pool)
         for parent in top:
             listed = space.neighbours(parent)
             if listed:
@@ -310,7 +364,8 @@ class Bananas(_ModelBased):
         while len(out) < n:
             pool = self._pool() if self._model_ready() else []
             if pool:
-                self._phase = "tail" if self._in_tail() else "model"
+                self._phase = ("tail" if self._in_tail() else
+                               "escape" if self._stagnant() else "model")
                 picks = self._acquire(pool, min(n - len(out), self._asks_in_phase()))
             else:
                 self._phase = "random"
@@ -344,12 +399,12 @@ class PredictorEvolution(_ModelBased):
                  beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
                  layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path",
                  bootstrap: bool = True, canonical: bool = True, tail: int = 0,
-                 tail_retrain_every: int | None = None):
+                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
                          bootstrap=bootstrap, canonical=canonical, tail=tail,
-                         tail_retrain_every=tail_retrain_every)
+                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape)
         self.population_size = _check_int(self.name, "population_size", population_size, 1)
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
@@ -380,10 +435,15 @@ class PredictorEvolution(_ModelBased):
             if self.population and self._model_ready():
                 if self._in_tail():
                     pool = self._local_pool()
+                if not pool and self._stagnant() and not self._in_tail():
+                    pool = self._unseen(self._far_mutations(self._parent(), self.candidates))
+                    self._phase = "escape"
                 if not pool:
                     pool = self._unseen(self._mutations(self._parent(), self.candidates))
+                    self._phase = "model"
             if pool:
-                self._phase = "tail" if self._in_tail() else "model"
+                if self._in_tail():
+                    self._phase = "tail"
                 arch = self._acquire(pool, 1)[0]
             else:
                 self._phase = "random"
