@@ -249,6 +249,112 @@ def test_tail_leaves_the_asks_before_it_unchanged(table):
     assert runs[0][0][24:] != runs[6][0][24:]
 
 
+class SpreadStub(StubModel):
+    """A stub with a fixed std per architecture (so the Thompson draw has something to scale)."""
+
+    def predict_features(self, x):
+        return x[:, 0].astype(float), np.full(len(x), 3.0)
+
+
+@pytest.mark.parametrize("name", ["bananas", "predictor_evolution"])
+def test_spread_scales_the_thompson_draw(name):
+    space = NB201Space()
+    pool = [space.sample(np.random.default_rng(i)) for i in range(40)]
+    score = lambda t: float(t.count("nor_conv_3x3"))  # noqa: E731
+    mean = np.array([score(str(a)) for a in pool])
+    picks = {}
+    for spread in (1.0, 2.5):
+        s = make(name, 11, space, spread=spread, **FAST)
+        s.model = SpreadStub(score)
+        draw = np.random.default_rng(0)
+        draw.bit_generator.state = s.rng.bit_generator.state  # the draw the strategy will make
+        expected = mean + spread * 3.0 * draw.standard_normal(len(pool))
+        picks[spread] = [str(a) for a in s._acquire(pool, 5)]
+        assert picks[spread] == [str(pool[i]) for i in np.argsort(-expected, kind="stable")[:5]]
+    assert picks[1.0] != picks[2.5]
+    s = make(name, 11, space, spread=2.5, acquisition="ucb", **FAST)  # only Thompson reads it
+    s.model = SpreadStub(score)
+    ucb = make(name, 11, space, acquisition="ucb", **FAST)
+    ucb.model = SpreadStub(score)
+    assert s._acquire(pool, 5) == ucb._acquire(pool, 5)
+
+
+def edits(a, b):
+    return sum(x != y for x, y in zip(a.ops, b.ops))
+
+
+@pytest.mark.parametrize("name", ["bananas", "predictor_evolution"])
+def test_escape_asks_far_cells_while_the_best_is_stagnant(name):
+    space = NB201Space()
+    start = [space.sample(np.random.default_rng(200 + i)) for i in range(12)]
+    score = lambda t: t.count("nor_conv_3x3") * 3 + t.count("skip_connect") + len(t) % 5  # noqa: E731
+    runs = {}
+    for escape in (0, 4):
+        s = make(name, 3, space, metric="score", escape=escape, **FAST)
+        # the best comes first: 11 successes since it, stagnant for escape=4 from the start
+        s.tell([Trial(i, a, TrialResult(metrics={"score": 100.0 if i == 0 else float(i)}))
+                for i, a in enumerate(start)])
+        s._model_ready = lambda: True
+        s.model = StubModel(score)
+        asked, phases = [], []
+        for i in range(6):
+            arch = s.ask(1)[0]
+            asked.append(arch)
+            phases.append(s.info()["phase"])
+            s.tell([Trial(12 + i, arch, TrialResult(metrics={"score": -1.0 - i}))])
+        runs[escape] = (asked, phases)
+        # the best improves: the usual pool again
+        arch = s.ask(1)[0]
+        s.tell([Trial(18, arch, TrialResult(metrics={"score": 1000.0}))])
+        s.ask(1)
+        assert s.info()["phase"] == "model"
+    assert runs[0][1] == ["model"] * 6 and runs[4][1] == ["escape"] * 6
+    if name == "bananas":  # the stub's best of the usual pool is a neighbour of a top parent
+        tops = [start[0], start[-1]]  # the two best told
+        assert any(min(edits(a, t) for t in tops) == 1 for a in runs[0][0])
+        # the escape pool: no one-edit neighbour of the parents, except a random sample's chance
+        s = make(name, 3, space, metric="score", escape=4, **FAST)
+        s.tell([Trial(i, a, TrialResult(metrics={"score": 100.0 if i == 0 else float(i)}))
+                for i, a in enumerate(start)])
+        far = [a for a in s._pool() if min(edits(a, t) for t in tops) >= 2]
+        assert len(far) >= 0.9 * len(s._pool()) and len(far) > 50
+    else:  # each child is a 2-3-edit mutation of a population member
+        for a in runs[4][0]:
+            assert min(edits(a, m) for m in start) >= 2
+            assert any(edits(a, m) in (2, 3) for m in start)
+    assert all(edits(a, start[0]) >= 2 for a in runs[4][0])  # none next to the stuck best
+
+
+def test_far_mutations_are_two_or_three_edits_away():
+    space = NB201Space()
+    s = make("bananas", 0, space, escape=5, **FAST)
+    parent = space.parse(CELL)
+    far = s._far_mutations(parent, 200)
+    assert 150 < len(far) <= 200  # the tries that fell back to one edit or the parent dropped
+    assert {edits(a, parent) for a in far} == {2, 3}
+
+
+def test_escape_leaves_the_asks_before_the_first_stagnation_unchanged(table):
+    space = NB201Space()
+    evaluate = lambda arch, i: table.evaluate(arch, None, None, seed=i)  # noqa: E731
+    runs = {}
+    for escape in (0, 5):
+        s = registry.create("strategies", "bananas", seed=4, escape=escape, **FAST)
+        s.setup(space, Objective("cifar10-val"), budget=40)
+        done, phases = [], []
+        for i in range(40):
+            phases.append(None)
+            arch = s.ask(1)[0]
+            phases[-1] = s.info()["phase"]
+            done += [Trial(i, arch, evaluate(arch, i), seed=i)]
+            s.tell(done[-1:])
+        runs[escape] = ([str(t.arch) for t in done], phases)
+    first = runs[5][1].index("escape")  # this seed stagnates within 40 asks
+    assert "escape" not in runs[0][1]
+    assert runs[0][0][:first] == runs[5][0][:first]
+    assert runs[0][0][first:] != runs[5][0][first:]
+
+
 def test_local_pool_is_the_mixed_pool_on_a_space_without_neighbour_lists():
     space = ToySpace()  # lists no neighbours: "local" has nothing of its own to offer
     told = [Trial(i, space.sample(np.random.default_rng(i)), TrialResult(metrics={"score": float(i)}))
@@ -276,8 +382,10 @@ def test_bananas_beats_random_on_the_structured_table(table):
 
 @pytest.mark.parametrize("name, options", [("bananas", {}), ("bananas", {"pool": "local"}),
                                            ("bananas", {"tail": 75, "tail_retrain_every": 1}),
+                                           ("bananas", {"escape": 3, "spread": 2.0}),
                                            ("predictor_evolution", {}),
-                                           ("predictor_evolution", {"tail": 75})])
+                                           ("predictor_evolution", {"tail": 75}),
+                                           ("predictor_evolution", {"escape": 3, "spread": 2.0})])
 def test_state_round_trip_continues_exactly_with_failures(name, options, table):
     space = NB201Space()
 
@@ -324,6 +432,12 @@ def test_options_are_checked():
         registry.create("strategies", "bananas", tail=-1)
     with pytest.raises(ConfigError, match="tail_retrain_every=0"):
         registry.create("strategies", "predictor_evolution", tail=5, tail_retrain_every=0)
+    with pytest.raises(ConfigError, match="escape=-2"):
+        registry.create("strategies", "bananas", escape=-2)
+    with pytest.raises(ConfigError, match="spread=0"):
+        registry.create("strategies", "predictor_evolution", spread=0)
+    with pytest.raises(ConfigError, match="'spread' = 'wide'"):
+        registry.create("strategies", "bananas", spread="wide")
     with pytest.raises(ConfigError, match="sample_size=9"):
         registry.create("strategies", "predictor_evolution", population_size=5, sample_size=9)
 

@@ -69,6 +69,7 @@ from ..registry import register
 
 ACQUISITIONS = ("its", "ucb", "mean")
 POOLS = ("mixed", "local")
+ESCAPE_MODES = ("replace", "add")
 
 
 @contextlib.contextmanager
@@ -96,7 +97,8 @@ class _ModelBased(Strategy):
     def __init__(self, *, seed: int, initial: int, acquisition: str, beta: float,
                  retrain_every: int, members: int, hidden: int, layers: int, epochs: int,
                  lr: float, encoding: str, bootstrap: bool, canonical: bool, tail: int = 0,
-                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0):
+                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0,
+                 escape_mode: str = "replace"):
         super().__init__(seed=seed)
         if not isinstance(canonical, bool):
             raise ConfigError(f"{self.name}: canonical={canonical!r}; expected true or false")
@@ -117,6 +119,10 @@ class _ModelBased(Strategy):
         self.initial, self.acquisition, self.beta = initial, acquisition, float(beta)
         self.spread = float(spread)
         self.escape = _check_int(self.name, "escape", escape, 0)
+        if escape_mode not in ESCAPE_MODES:
+            raise ConfigError(f"{self.name}: escape_mode={escape_mode!r}; expected one of "
+                              f"{', '.join(ESCAPE_MODES)}")
+        self.escape_mode = escape_mode
         self.retrain_every = retrain_every
         self.tail = _check_int(self.name, "tail", tail, 0)
         self.tail_retrain_every = (retrain_every if tail_retrain_every is None else
@@ -316,12 +322,13 @@ class Bananas(_ModelBased):
                  epochs: int = 100, lr: float = 0.01, encoding: str = "path",
                  bootstrap: bool = True, canonical: bool = True, depth: int = 1,
                  pool: str = "mixed", tail: int = 0, tail_retrain_every: int | None = None,
-                 spread: float = 1.0, escape: int = 0):
+                 spread: float = 1.0, escape: int = 0, escape_mode: str = "replace"):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
                          bootstrap=bootstrap, canonical=canonical, tail=tail,
-                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape)
+                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape,
+                         escape_mode=escape_mode)
         if pool not in POOLS:
             raise ConfigError(f"{self.name}: pool={pool!r}; expected one of {', '.join(POOLS)}")
         self.pool = pool
@@ -340,7 +347,8 @@ class Bananas(_ModelBased):
         space = self._require_space()
         top = self._ranked()[:self.parents]
         pool: list[Architecture] = []
-        if self._stagnant() and not self._in_tail():
+        escaping = self._stagnant() and not self._in_tail()
+        if escaping and self.escape_mode == "replace":
             per = max(1, self.candidates // len(top))
             for parent in top:
                 pool += self._far_mutations(parent, per)
@@ -356,6 +364,9 @@ class Bananas(_ModelBased):
         for parent in top:
             pool += self._mutations(parent, per, max_edits=2)
         pool += [space.sample(self.rng) for _ in range(max(1, self.candidates // 4))]
+        if escaping:  # escape_mode "add": the usual pool and the far cells
+            for parent in top:
+                pool += self._far_mutations(parent, per)
         return self._unseen(pool)
 
     def ask(self, n: int = 1) -> list[Architecture]:
@@ -399,12 +410,14 @@ class PredictorEvolution(_ModelBased):
                  beta: float = 0.5, retrain_every: int = 10, members: int = 5, hidden: int = 32,
                  layers: int = 2, epochs: int = 100, lr: float = 0.01, encoding: str = "path",
                  bootstrap: bool = True, canonical: bool = True, tail: int = 0,
-                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0):
+                 tail_retrain_every: int | None = None, spread: float = 1.0, escape: int = 0,
+                 escape_mode: str = "replace"):
         super().__init__(seed=seed, initial=initial, acquisition=acquisition, beta=beta,
                          retrain_every=retrain_every, members=members, hidden=hidden,
                          layers=layers, epochs=epochs, lr=lr, encoding=encoding,
                          bootstrap=bootstrap, canonical=canonical, tail=tail,
-                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape)
+                         tail_retrain_every=tail_retrain_every, spread=spread, escape=escape,
+                         escape_mode=escape_mode)
         self.population_size = _check_int(self.name, "population_size", population_size, 1)
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"{self.name}: sample_size={sample_size}; expected "
@@ -436,7 +449,11 @@ class PredictorEvolution(_ModelBased):
                 if self._in_tail():
                     pool = self._local_pool()
                 if not pool and self._stagnant() and not self._in_tail():
-                    pool = self._unseen(self._far_mutations(self._parent(), self.candidates))
+                    parent = self._parent()
+                    pool = self._far_mutations(parent, self.candidates)
+                    if self.escape_mode == "add":
+                        pool = self._mutations(parent, self.candidates) + pool
+                    pool = self._unseen(pool)
                     self._phase = "escape"
                 if not pool:
                     pool = self._unseen(self._mutations(self._parent(), self.candidates))
