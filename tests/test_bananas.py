@@ -227,22 +227,28 @@ def test_tail_asks_the_incumbents_unasked_neighbours_in_acquisition_order(name):
     assert rest == expected(told, 3)
 
 
-def test_tail_leaves_the_asks_before_it_unchanged(table):
+def phased_run(table, n, **options):
+    """``bananas`` (seed 4) on the structured table for a budget of ``n``: trials and phases."""
     space = NB201Space()
-    evaluate = lambda arch, i: table.evaluate(arch, None, None, seed=i)  # noqa: E731
+    s = registry.create("strategies", "bananas", seed=4, **options, **FAST)
+    s.setup(space, Objective("cifar10-val"), budget=n)
+    done, phases = [], []
+    for i in range(n):
+        arch = s.ask(1)[0]
+        phases.append(s.info()["phase"])
+        done.append(Trial(i, arch, table.evaluate(arch, None, None, seed=i), seed=i))
+        s.tell(done[-1:])
+    return done, phases
+
+
+def test_tail_leaves_the_asks_before_it_unchanged(table):
     runs = {}
     for tail in (0, 6):
-        s = registry.create("strategies", "bananas", seed=4, tail=tail, **FAST)
-        s.setup(space, Objective("cifar10-val"), budget=30)
-        done, phases = [], []
-        for i in range(30):
-            arch = s.ask(1)[0]
-            phases.append(s.info()["phase"])
-            if tail and i >= 24:  # each tail ask: one edit from the best so far
-                top = max(done, key=lambda t: t.metrics["cifar10-val"]).arch
-                assert sum(x != y for x, y in zip(arch.ops, top.ops)) == 1
-            done += [Trial(i, arch, evaluate(arch, i), seed=i)]
-            s.tell(done[-1:])
+        done, phases = phased_run(table, 30, tail=tail)
+        if tail:  # each tail ask: one edit from the best so far
+            for i in range(24, 30):
+                top = max(done[:i], key=lambda t: t.metrics["cifar10-val"]).arch
+                assert sum(x != y for x, y in zip(done[i].arch.ops, top.ops)) == 1
         runs[tail] = ([str(t.arch) for t in done], phases)
     assert runs[0][0][:24] == runs[6][0][:24]  # the paper's search up to the tail
     assert runs[6][1][24:] == ["tail"] * 6 and "tail" not in runs[0][1]
@@ -325,6 +331,35 @@ def test_escape_asks_far_cells_while_the_best_is_stagnant(name):
     assert all(edits(a, start[0]) >= 2 for a in runs[4][0])  # none next to the stuck best
 
 
+@pytest.mark.parametrize("name", ["bananas", "predictor_evolution"])
+def test_escape_mode_add_keeps_the_usual_pool_and_adds_far_cells(name):
+    space = NB201Space()
+    start = [space.sample(np.random.default_rng(300 + i)) for i in range(12)]
+    told = [Trial(i, a, TrialResult(metrics={"score": 100.0 if i == 0 else float(i)}))
+            for i, a in enumerate(start)]
+    pools = {}
+    for options in ({}, {"escape": 4, "escape_mode": "add"}):
+        s = make(name, 5, space, metric="score", **options, **FAST)
+        s.tell(told)
+        if name == "bananas":
+            pools[len(options)] = [str(a) for a in s._pool()]
+        else:  # the candidates the acquisition sees: capture them
+            seen = []
+            s._model_ready = lambda: True
+            s._acquire = lambda pool, n, seen=seen: seen.extend(map(str, pool)) or pool[:n]
+            s.ask(1)
+            assert s.info()["phase"] == ("escape" if options else "model")
+            pools[len(options)] = seen
+    usual, added = pools[0], pools[2]
+    assert added[:len(usual)] == usual  # the usual pool first, drawn from the same rng state
+    extra = [space.parse(t) for t in added[len(usual):]]
+    parents = [start[0], start[-1]] if name == "bananas" else start
+    assert len(extra) >= (15 if name == "bananas" else 5)  # 100 or 20 far tries, less repeats
+    assert all(min(edits(a, p) for p in parents) >= 1 for a in extra)
+    if name == "bananas":
+        assert all(min(edits(a, p) for p in parents) >= 2 for a in extra)
+
+
 def test_far_mutations_are_two_or_three_edits_away():
     space = NB201Space()
     s = make("bananas", 0, space, escape=5, **FAST)
@@ -335,19 +370,9 @@ def test_far_mutations_are_two_or_three_edits_away():
 
 
 def test_escape_leaves_the_asks_before_the_first_stagnation_unchanged(table):
-    space = NB201Space()
-    evaluate = lambda arch, i: table.evaluate(arch, None, None, seed=i)  # noqa: E731
     runs = {}
     for escape in (0, 5):
-        s = registry.create("strategies", "bananas", seed=4, escape=escape, **FAST)
-        s.setup(space, Objective("cifar10-val"), budget=40)
-        done, phases = [], []
-        for i in range(40):
-            phases.append(None)
-            arch = s.ask(1)[0]
-            phases[-1] = s.info()["phase"]
-            done += [Trial(i, arch, evaluate(arch, i), seed=i)]
-            s.tell(done[-1:])
+        done, phases = phased_run(table, 40, escape=escape)
         runs[escape] = ([str(t.arch) for t in done], phases)
     first = runs[5][1].index("escape")  # this seed stagnates within 40 asks
     assert "escape" not in runs[0][1]
@@ -383,9 +408,11 @@ def test_bananas_beats_random_on_the_structured_table(table):
 @pytest.mark.parametrize("name, options", [("bananas", {}), ("bananas", {"pool": "local"}),
                                            ("bananas", {"tail": 75, "tail_retrain_every": 1}),
                                            ("bananas", {"escape": 3, "spread": 2.0}),
+                                           ("bananas", {"escape": 3, "escape_mode": "add"}),
                                            ("predictor_evolution", {}),
                                            ("predictor_evolution", {"tail": 75}),
-                                           ("predictor_evolution", {"escape": 3, "spread": 2.0})])
+                                           ("predictor_evolution", {"escape": 3, "spread": 2.0}),
+                                           ("predictor_evolution", {"escape": 3, "escape_mode": "add"})])
 def test_state_round_trip_continues_exactly_with_failures(name, options, table):
     space = NB201Space()
 
@@ -434,6 +461,8 @@ def test_options_are_checked():
         registry.create("strategies", "predictor_evolution", tail=5, tail_retrain_every=0)
     with pytest.raises(ConfigError, match="escape=-2"):
         registry.create("strategies", "bananas", escape=-2)
+    with pytest.raises(ConfigError, match="escape_mode='swap'"):
+        registry.create("strategies", "predictor_evolution", escape_mode="swap")
     with pytest.raises(ConfigError, match="spread=0"):
         registry.create("strategies", "predictor_evolution", spread=0)
     with pytest.raises(ConfigError, match="'spread' = 'wide'"):

@@ -40,10 +40,14 @@ larger: ``bananas``'s pool is ``candidates`` cells two or three edits from its `
 architectures (2 or 3 successive mutations; on a space that lists neighbours the ones that land
 one edit away or on the parent are dropped) plus ``candidates // 4`` random samples, without the
 one-edit neighbours; ``predictor_evolution``'s candidates are such mutations of the tournament
-winner. The search returns to its usual pool as soon as the best improves; the tail, when one
-is set, takes precedence (``info()["phase"]`` reads ``escape`` meanwhile). Stagnation is read
-from the history, so it needs no state of its own. Until the first stagnation an ``escape`` search
-asks exactly what the search without it asks. They refit the ensemble after every
+winner. ``escape_mode="add"`` keeps the usual pool (or mutations) while stagnant and adds
+those far cells to it, so the acquisition chooses between climbing and jumping (``"replace"``, the
+default mode, drops the usual pool). The search returns to its usual pool as soon as the best
+improves; a tail, when one is set, takes precedence (``info()["phase"]`` reads ``escape`` while
+escaping). Stagnation is read from the history, so it needs no state of its own. Until the first
+stagnation an ``escape`` search asks exactly what the search without it asks.
+
+They refit the ensemble after every
 ``retrain_every`` new successful trials (1: before every ask; larger values make the search
 cheaper), and keep torch to one thread while they fit and score (``torch.set_num_threads(1)``,
 restored after).
@@ -450,10 +454,9 @@ class PredictorEvolution(_ModelBased):
                     pool = self._local_pool()
                 if not pool and self._stagnant() and not self._in_tail():
                     parent = self._parent()
-                    pool = self._far_mutations(parent, self.candidates)
-                    if self.escape_mode == "add":
-                        pool = self._mutations(parent, self.candidates) + pool
-                    pool = self._unseen(pool)
+                    usual = (self._mutations(parent, self.candidates)
+                             if self.escape_mode == "add" else [])
+                    pool = self._unseen(usual + self._far_mutations(parent, self.candidates))
                     self._phase = "escape"
                 if not pool:
                     pool = self._unseen(self._mutations(self._parent(), self.candidates))
