@@ -44,8 +44,9 @@ winner. ``escape_mode="add"`` keeps the usual pool (or mutations) while stagnant
 those far cells to it, so the acquisition chooses between climbing and jumping (``"replace"``, the
 default mode, drops the usual pool). The search returns to its usual pool as soon as the best
 improves; a tail, when one is set, and ``pool="local"``'s unasked neighbours take precedence
-(``info()["phase"]`` reads ``escape`` while escaping). Stagnation is read from the history, so it needs no state of its own. Until the first
-stagnation an ``escape`` search asks exactly what the search without it asks.
+(``info()["phase"]`` reads ``escape`` while escaping). Stagnation is read from the history, so
+it needs no state of its own. Until the first stagnation an ``escape`` search asks exactly what
+the search without it asks.
 
 They refit the ensemble after every ``retrain_every`` new successful trials (1: before every
 ask; larger values make the search cheaper), and keep torch to one thread while they fit and
