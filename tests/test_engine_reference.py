@@ -6,7 +6,11 @@ general engine (commit "engine reference figures"): metrics, per-epoch curves, p
 and a checksum of the trained weights (sum and sum of squares per tensor) for three fixed chain
 architectures and seeds 0 and 7, on a fixed split of scikit-learn's digits built here (not by the
 digits loader, so that changes to the loader's split cannot move these numbers). Every value must
-match to 1e-6 (relative or absolute). The deep-prior cases name ``lr=3e-3``, the probe's default
+match to 1e-4 (relative or absolute). float32 convolution kernels round differently on different
+CPU instruction sets: on an AMD EPYC machine (2026-12-03) the figures written on another machine
+differed by up to 4e-5 relative (2e-5 absolute, a weight sum with cancellation) after 3 epochs,
+one thread; a change to the training itself (one batch, one step, another schedule) moves them
+by 1e-3 or more, and one changed prediction moves an accuracy by 1/300. The deep-prior cases name ``lr=3e-3``, the probe's default
 when the figures were saved (the default became 0.1 afterwards, chosen on validation accuracy by
 ``benchmarks/probe_defaults.py``); no other value changed. (The file holds a few more cases than the test runs: they
 were trimmed afterwards to keep the test fast; each still matches.)
@@ -62,6 +66,7 @@ CASES = {
                                             measure_latency=False),
                         (("plain", 0),)),
 }
+TOLERANCE = 1e-4  # relative or absolute; see the module text for why not 1e-6
 TIMING = {"train_seconds", "embed_seconds", "embedding_cached", "latency_ms"}
 
 
@@ -134,7 +139,7 @@ def assert_close(actual, expected, where: str) -> None:
     elif isinstance(expected, float) and math.isnan(expected):
         assert math.isnan(actual), f"{where}: {actual} != nan"
     else:
-        assert math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-6), \
+        assert math.isclose(actual, expected, rel_tol=TOLERANCE, abs_tol=TOLERANCE), \
             f"{where}: {actual!r} != reference {expected!r}"
 
 
@@ -145,6 +150,7 @@ def reference() -> dict:
 
 @pytest.mark.parametrize("name,arch,seed", all_cases(), ids=[key(*c) for c in all_cases()])
 def test_matches_reference(reference, name, arch, seed):
+    torch.set_num_threads(1)  # as when the figures were written
     assert_close(run_case(name, arch, seed), reference[key(name, arch, seed)], key(name, arch, seed))
 
 
