@@ -301,7 +301,7 @@ def test_retrain_reuse_takes_earlier_rows_without_training(tmp_path, monkeypatch
     ({"train_epochs": 5}, "trained with train_epochs = 5, --front with 10"),
     ({"limit": None}, "trained with limit = None"),
     ({"seed": 1}, "made for seed 1, this run retrains seed 0"),
-    ({"train_seeds": [1, 2, 3, 4, 5]}, "expected the same training seeds"),
+    ({"train_seeds": [1, 2, 3, 4, 5]}, "expected this run's first training seeds"),
     ({"rows": None}, "not a front_retrain.py result"),
 ])
 def test_retrain_reuse_refuses_other_training(tmp_path, monkeypatch, capsys, change, message):
@@ -340,3 +340,36 @@ def test_darts_cc_benchmark_defaults_are_the_cpu_preset():
     assert options.pop("tau_decay") == pytest.approx(preset["tau_decay"])
     assert {k: preset.get(k, registry.create("methods", "darts_cc").__dict__.get(k))
             for k in options} == options
+
+
+def test_retrain_verdicts_mean_front_and_paired_95():
+    # hand-made rows (3 training seeds each): "close" is below a smaller random genotype's mean
+    # by 0.01 but the paired differences (0.03, -0.02, 0.02) leave 0 inside the 95% interval;
+    # "far" is below it by 0.1 on every seed (interval excludes 0); "big" has more accuracy
+    # than every random genotype
+    judge = retrain_module().judge
+    rows = [
+        {"label": "random0", "params": 100, "val": [0.90, 0.92, 0.94], "test": [0.9, 0.9, 0.9]},
+        {"label": "random1", "params": 300, "val": [0.95, 0.95, 0.95], "test": [0.9, 0.9, 0.9]},
+        {"label": "close", "params": 150, "val": [0.87, 0.94, 0.92], "test": [0.9, 0.9, 0.9]},
+        {"label": "far", "params": 150, "val": [0.80, 0.82, 0.84], "test": [0.9, 0.9, 0.9]},
+        {"label": "family0.0", "params": 400, "val": [0.97, 0.96, 0.98], "test": [0.9, 0.9, 0.9]},
+    ]
+    for r in rows:
+        r["val_mean"] = sum(r["val"]) / 3
+        r["test_mean"] = sum(r["test"]) / 3
+    v = judge(rows)
+    assert v["mean_front"]["close"]["val"] is False
+    assert v["front_95"]["close"]["val"]["ok"] is True
+    assert v["mean_front"]["far"]["val"] is False
+    assert v["front_95"]["far"]["val"] == {
+        "ok": False, "dominated_by": ["random0"],
+        "closest": v["front_95"]["far"]["val"]["closest"]}
+    closest = v["front_95"]["far"]["val"]["closest"]
+    assert closest["label"] == "random0" and math.isclose(closest["margin"], 0.1)
+    # t(0.975, 2) = 4.303, sd of the differences 0 -> a zero-width interval at 0.1
+    assert math.isclose(closest["interval"][0], 0.1) and math.isclose(closest["interval"][1], 0.1)
+    # on test the family member ties random0's 0.9 with more parameters: dominated on the means,
+    # not at 95% (every paired difference is 0)
+    assert v["family_on_or_above"] == {"val": 1, "test": 0, "of": 1}
+    assert v["family_front_95"] == {"val": 1, "test": 1, "of": 1}
