@@ -17,6 +17,9 @@ Numbers written with an exponent but without a dot or sign in it (``1e-3``, ``3.
 are text to PyYAML, which follows YAML 1.1; where an option expects a number (its annotation, or
 for an unannotated parameter its int or float default) ``read_numbers`` reads such text as the
 number YAML 1.2 means, and text that is no number is refused naming the option and the value.
+So are ``nan``, ``inf`` and ``-inf`` (text, or YAML's ``.nan``/``.inf``): a number option must be
+finite, except that an option whose default is infinite (``math.inf``) also accepts ``inf`` and
+``-inf``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import math
 import re
 import types
 import typing
@@ -173,17 +177,33 @@ def _members(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def read_numbers(value: Any, annotation: Any) -> Any:
+def _expected(wants_float: bool, infinite: bool) -> str:
+    if not wants_float:
+        return "expected an integer (e.g. 50000 or 5e4)"
+    if infinite:
+        return "expected a number (e.g. 0.001, 1e-3 or inf); nan is no number"
+    return "expected a finite number (e.g. 0.001 or 1e-3)"
+
+
+def read_numbers(value: Any, annotation: Any, infinite: bool = False) -> Any:
     """``value`` with number texts read as numbers where ``annotation`` expects a number.
 
     Text is read only where the annotation accepts int or float but not text; an int-only
     annotation gets an int when the number is whole. Lists, tuples and dicts are followed into
     their items. Text for an annotation that accepts only numbers (and None) that is no number
     raises ``ValueError`` with what was expected; anything else is left to validation.
+    ``nan``, ``inf`` and ``-inf`` (as text, or as YAML's ``.nan``/``.inf``) where a number is
+    expected raise ``ValueError`` too; ``infinite`` (an option whose default is infinite) lets
+    ``inf`` and ``-inf`` through, never ``nan``.
     """
     members = _members(annotation)
+    wants_int, wants_float = int in members, float in members
+    if isinstance(value, float) and not math.isfinite(value) and (wants_int or wants_float) \
+            and Any not in members:
+        if infinite and wants_float and not math.isnan(value):
+            return value
+        raise ValueError(_expected(wants_float, infinite))
     if isinstance(value, str):
-        wants_int, wants_float = int in members, float in members
         if not (wants_int or wants_float) or str in members or Any in members:
             return value
         text = value.strip()
@@ -194,13 +214,22 @@ def read_numbers(value: Any, annotation: Any) -> Any:
                 return int(number)
             if not wants_float:
                 raise ValueError("expected an integer, got a number with a fractional part")
+            if not math.isfinite(float(text)):  # 1e400: too large for a float
+                if infinite and wants_float:
+                    return float(text)
+                raise ValueError(_expected(wants_float, infinite))
             return float(text)
         try:
-            float(text)  # inf, nan, 1_000: validation reads them as before
+            number_read = float(text)  # 1_000: validation reads it as before
         except ValueError:
             if set(members) <= {int, float, type(None)}:
                 raise ValueError("expected an integer (e.g. 50000 or 5e4)" if not wants_float
                                  else "expected a number (e.g. 0.001 or 1e-3)") from None
+            return value
+        if not math.isfinite(number_read):  # nan, inf, -inf, infinity
+            if infinite and wants_float and not math.isnan(number_read):
+                return number_read
+            raise ValueError(_expected(wants_float, infinite))
         return value
     if isinstance(value, (list, tuple)):
         for member in members:
@@ -254,13 +283,19 @@ def _refuse(kind: str, name: str, model: type[pydantic.BaseModel], problems: lis
                       + "; ".join(problems) + f". Allowed options: {allowed}")
 
 
+def _infinite(default: Any) -> bool:
+    """An option whose default is inf or -inf accepts inf and -inf (never nan)."""
+    return isinstance(default, float) and math.isinf(default)
+
+
 def _read_options(kind: str, name: str, model: type[pydantic.BaseModel],
                   options: dict[str, Any]) -> dict[str, Any]:
     out, problems = dict(options), []
     for key, value in options.items():
         if key in model.model_fields:
+            field = model.model_fields[key]
             try:
-                out[key] = read_numbers(value, model.model_fields[key].annotation)
+                out[key] = read_numbers(value, field.annotation, _infinite(field.default))
             except ValueError as exc:
                 problems.append(f"option {key!r} = {value!r}: {exc}")
     if problems:

@@ -142,3 +142,63 @@ def test_numeric_default_without_annotation_expects_a_number():
     assert registry.create("strategies", "user_test_unannotated", rate=None).rate is None
     with pytest.raises(ConfigError, match=r"option 'rate' = 'quick': expected a number"):
         registry.create("strategies", "user_test_unannotated", rate="quick")
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "NaN", "Infinity", ".nan", "-.inf", "1e400"])
+def test_a_non_finite_number_option_is_refused_naming_it(tmp_path, capsys, monkeypatch, raw):
+    """nan/inf as text (``-o``) or as YAML floats (``.nan``, ``1e400`` in a file): one line, exit 2,
+    nothing written; before this, pydantic took them and the run trained with them."""
+    from nasforge.cli import _parse_sets
+    from nasforge.testing import main_in_process
+
+    value = _parse_sets([f"evaluator.dropout={raw}"])["evaluator_options"]["dropout"]
+    with pytest.raises(ConfigError, match=r"^evaluator 'train': option 'dropout' = .*: expected "
+                       r"a finite number \(e\.g\. 0\.001 or 1e-3\)\. Allowed options: "):
+        make_config({"evaluator_options": {"dropout": value}})
+    if raw != "1e400":  # a whole number to an int option (as large as it is)
+        with pytest.raises(ConfigError, match=r"option 'epochs' = .*: expected an integer"):
+            make_config({"evaluator_options": {"epochs": value}})
+    with pytest.raises(ConfigError, match=r"option 'val_fraction' = .*: expected a finite number"):
+        make_config({"task_options": {"val_fraction": value}})
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main_in_process("search", "-o", f"evaluator.dropout={raw}", "--budget", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "option 'dropout'" in err, err
+    assert "finite number" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["time_budget", "cost_budget", "budget", "batch"])
+def test_a_non_finite_top_level_number_is_refused(tmp_path, key):
+    for value in ("nan", "inf", float("inf"), float("nan"), float("-inf")):
+        with pytest.raises(ConfigError, match=rf"^invalid config in config: {key} = .*: expected "
+                           + ("a finite number" if "budget" in key and key != "budget"
+                              else "an integer")) as info:
+            make_config({key: value})
+        assert "\n" not in str(info.value)
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{key}: .inf\n")
+    with pytest.raises(ConfigError, match=rf"invalid config in {path}: {key} = inf"):
+        load_config(path)
+    assert make_config({"time_budget": "1e1", "cost_budget": 5.5}).time_budget == 10.0
+
+
+def test_an_option_with_an_infinite_default_accepts_inf_but_not_nan():
+    import math
+
+    @registry.register("strategies", "user_test_infinite")
+    class Patient:
+        def __init__(self, seed: int = 0, patience: float = math.inf, rate: float = 0.5):
+            self.seed, self.patience, self.rate = seed, patience, rate
+
+    for raw in ("inf", float("inf"), "-inf"):
+        made = registry.create("strategies", "user_test_infinite", patience=raw)
+        assert math.isinf(made.patience)
+    assert registry.create("strategies", "user_test_infinite", patience="1e2").patience == 100.0
+    for raw in ("nan", float("nan")):
+        with pytest.raises(ConfigError, match=r"option 'patience' = .*: expected a number "
+                           r"\(e\.g\. 0\.001, 1e-3 or inf\); nan is no number"):
+            registry.create("strategies", "user_test_infinite", patience=raw)
+    with pytest.raises(ConfigError, match=r"option 'rate' = 'inf': expected a finite number"):
+        registry.create("strategies", "user_test_infinite", rate="inf")
