@@ -154,3 +154,67 @@ def test_unreachable_cluster_is_refused_before_anything_is_written(tmp_path, cap
     assert capsys.readouterr().err.replace("\n", "").strip() == expected
     assert {p.name: p.read_bytes() for p in done.iterdir()
             if p.is_file() and p.name != "run.lock"} == before
+
+
+@pytest.fixture
+def silent_address():
+    """HOST:PORT where a TCP connection is never answered: a listening socket whose accept
+    queue is full (Linux drops further SYNs), as a cluster behind a firewall looks."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    held = []
+    try:
+        for _ in range(8):
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+            except socket.timeout:
+                break
+        else:
+            pytest.skip("this system answers every connection to a full accept queue")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def test_a_silent_address_is_refused_within_connect_timeout(silent_address, tmp_path, capsys,
+                                                            monkeypatch):
+    import socket
+    import time
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(k))  # never reached
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--budget", "2", "--quiet", "--no-export", "--executor", "ray",
+            "--out", "runs/new"]
+    for address in (silent_address, f"ray://{silent_address}"):
+        start = time.monotonic()
+        assert main_in_process(*args, "-o", f"executor.address={address}",
+                               "-o", "executor.connect_timeout=1") == 2
+        assert time.monotonic() - start < 10  # Ray alone waits minutes here
+        assert capsys.readouterr().err.replace("\n", "").strip() == (
+            f"error: cannot connect to the Ray cluster at address {address!r}: ConnectionError: "
+            f"nothing answered at {silent_address} within 1 s (executor option connect_timeout)")
+    # nothing listens: refused at once, whatever the timeout
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    free = closed.getsockname()[1]
+    closed.close()
+    assert main_in_process(*args, "-o", f"executor.address=127.0.0.1:{free}") == 2
+    assert "Connection refused" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", silent_address)  # auto: the address Ray would use
+    assert main_in_process(*args, "-o", "executor.address=auto",
+                           "-o", "executor.connect_timeout=0.5") == 2
+    assert f"nothing answered at {silent_address} within 0.5 s" in capsys.readouterr().err
+    for bad in ("0", "-1", "nan", "soon"):
+        assert main_in_process(*args, "-o", f"executor.connect_timeout={bad}") == 2
+        err = capsys.readouterr().err
+        assert "connect_timeout" in err and "Traceback" not in err, err
+    assert calls == [] and list(tmp_path.iterdir()) == []
+    assert RayExecutor(workers=1).connect_timeout == 30.0

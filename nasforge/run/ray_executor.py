@@ -6,7 +6,8 @@ architecture, seed and evaluator, never on which executor or machine ran it (on 
 the same torch build). Where the cluster comes from:
 
 - ``address`` given (``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``): connect to that
-  cluster; ``close()`` disconnects and leaves the cluster running.
+  cluster (refused after ``connect_timeout`` seconds if its host and port do not answer);
+  ``close()`` disconnects and leaves the cluster running.
 - this process already called ``ray.init``: use that connection and leave it alone.
 - neither: start a local cluster with ``workers * threads`` CPUs in a temporary directory (no
   dashboard, Ray's token authentication and usage reporting off unless the environment sets
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -72,6 +75,32 @@ def start_local_cluster(num_cpus: int, temp_dir: str) -> list[str]:
     return added
 
 
+def probe_address(address: str, timeout: float) -> None:
+    """Open (and close) a TCP connection to the host and port of a Ray ``address``
+    (``HOST:PORT``, ``ray://HOST:PORT``; ``auto`` is the ``RAY_ADDRESS`` environment variable
+    where set) within ``timeout`` seconds, raising ``ConnectionError`` if nothing answers.
+
+    ``ray.init`` keeps retrying an address where nothing answers for minutes; this bounds that
+    wait and leaves no thread or process behind. An address this cannot read (``auto`` without
+    ``RAY_ADDRESS``, which Ray resolves on this machine) is left to ``ray.init``."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "").strip()
+        if address in ("", "auto", "local"):
+            return
+    hostport = address.removeprefix("ray://").split("/", 1)[0]
+    host, sep, port_text = hostport.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port_text.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port_text)), timeout=timeout).close()
+    except socket.timeout:
+        raise ConnectionError(f"nothing answered at {hostport} within {timeout:g} s "
+                              "(executor option connect_timeout)") from None
+    except OSError as exc:  # refused, unreachable, unknown host
+        raise ConnectionError(f"{hostport}: {exc.strerror or exc}") from None
+
+
 # -- in a Ray worker process ----------------------------------------------------------------------
 _LOADED: dict[str, Any] = {}  # the (space, evaluator, task) this worker process loaded last, by ref
 
@@ -97,10 +126,12 @@ class RayExecutor(Executor):
     flight); ``threads`` torch threads per evaluation (default: this process's torch threads //
     workers, as ``process``), ``retries`` reruns of a task whose worker died, ``runtime_env``
     Ray's runtime environment for the tasks (e.g. ``{"pip": [...]}`` or ``working_dir`` on a
-    cluster where nasforge is not installed)."""
+    cluster where nasforge is not installed), ``connect_timeout`` the seconds to wait for the
+    cluster at ``address`` to answer before the run is refused (``probe_address``)."""
 
     def __init__(self, workers: int = 2, threads: int | None = None, address: str | None = None,
-                 retries: int = 0, runtime_env: dict[str, Any] | None = None):
+                 retries: int = 0, runtime_env: dict[str, Any] | None = None,
+                 connect_timeout: float = 30.0):
         if workers < 1:
             raise ConfigError(f"executor 'ray': workers must be >= 1, got {workers}")
         if retries < 0:
@@ -108,10 +139,15 @@ class RayExecutor(Executor):
         if address is not None and not str(address).strip():
             raise ConfigError(f"executor 'ray': address {address!r} is empty; give 'auto', 'HOST:PORT' or "
                               "'ray://HOST:PORT', or leave it out to start a local cluster")
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) \
+                or not math.isfinite(connect_timeout) or connect_timeout <= 0:
+            raise ConfigError(f"executor 'ray': connect_timeout = {connect_timeout!r}; expected "
+                              "a positive number of seconds (e.g. 30)")
         require_ray()  # before any work: the message names the extra to install
         self.workers = workers
         self.threads = evaluation_threads(workers, threads)
         self.address, self.retries, self.runtime_env = address, retries, runtime_env
+        self.connect_timeout = float(connect_timeout)
         self._connected = False  # this executor called ray.init (and so calls ray.shutdown)
         self._temp_dir: str | None = None  # the local cluster's files, when this executor started one
         self._env_added: list[str] = []  # environment variables set for that cluster
@@ -151,6 +187,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             if self.address is not None:
                 try:
+                    probe_address(str(self.address), self.connect_timeout)
                     quiet = ({} if str(self.address).startswith("ray://")  # Ray Client
                              else {"logging_level": logging.WARNING, "log_to_driver": False})
                     ray.init(address=self.address, **quiet)
