@@ -7,12 +7,15 @@ every search (its split comes from the task's ``split_seed``, so every seed is m
 same test set); a lookup evaluator (``table``) needs none. Outputs in ``out``:
 
 - ``summary.csv``: strategy, seed, evaluations, best_search_metric, best_report_metric (the
-  report metric of the architecture with the best search metric);
+  report metric of the architecture with the best search metric); with ``repeats="reuse"`` also
+  reused (how many of the evaluations took an earlier trial's result instead of evaluating);
 - ``curves.csv``: best-so-far search and report metric after each evaluation;
 - ``regret.png``: mean regret against evaluations with 95% confidence bands;
 - a printed table of mean and standard deviation per strategy.
 
-Every row is reproducible from its seed.
+Every row is reproducible from its seed. ``repeats`` is the run option of ``nasforge search``
+(``nasforge.run.loop``): ``evaluate`` (the default) evaluates a repeated architecture again,
+``reuse`` records the earlier result; every trial counts towards the budget either way.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import registry
-from .core import Objective
+from .core import Objective, reused_from
 from .config import available_cores, check_seed
 from .data import load_task
-from .errors import ConfigError
-from .run.loop import Budget, Search
+from .errors import ConfigError, RunError
+from .run.loop import Budget, Search, check_repeats
 from .run.rundir import build_space
 from .run.store import Store
 
@@ -61,6 +64,7 @@ class BenchConfig:
     first_seed: int = 0
     task: str | None = None  # needed by evaluators that train (Evaluator.needs_task)
     task_options: dict[str, Any] = field(default_factory=dict)
+    repeats: str = "evaluate"  # or "reuse": as ``nasforge search --repeats``
 
     def evaluator_name_and_options(self) -> tuple[str, dict[str, Any]]:
         name, _, arg = self.evaluator.partition(":")
@@ -112,6 +116,10 @@ def validate(cfg: BenchConfig) -> tuple[Any, Any, Any]:
     if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1 (parallel searches), got "
                           f"{cfg.workers!r}")
+    try:
+        check_repeats(cfg.repeats)
+    except RunError as exc:
+        raise ConfigError(str(exc)) from None
     check_seed(cfg.first_seed, "first seed")
     check_seed(cfg.first_seed + cfg.seeds - 1, "last seed (first seed + seeds - 1)")
     for name, opts in cfg.strategy_options.items():
@@ -138,7 +146,8 @@ def run_one(strategy: str, seed: int) -> dict[str, Any]:
     strat = registry.create("strategies", strategy, seed=seed, **cfg.strategy_options.get(strategy, {}))
     objective = Objective(cfg.search_metric, cfg.mode)  # type: ignore[arg-type]
     search = Search(space=space, strategy=strat, evaluator=evaluator, task=task,
-                    objective=objective, seed=seed, store=Store(":memory:"))
+                    objective=objective, seed=seed, store=Store(":memory:"),
+                    repeats=cfg.repeats)
     t0 = time.perf_counter()
     trials = search.run(Budget(trials=cfg.budget, cost=cfg.cost_budget))
     report_key = cfg.report_metric or cfg.search_metric
@@ -146,6 +155,7 @@ def run_one(strategy: str, seed: int) -> dict[str, Any]:
     reports = [t.metrics.get(report_key) if t.ok else None for t in trials]
     return {"strategy": strategy, "seed": seed, "values": values, "reports": reports,
             "seconds": time.perf_counter() - t0,
+            "reused": sum(reused_from(t) is not None for t in trials),
             "costs": [float(t.result.cost.get("simulated_seconds", 0.0)) for t in trials]}
 
 
@@ -233,6 +243,8 @@ def run_bench(cfg: BenchConfig, out: str | Path, *, progress: Any = None,
         summary_rows.append({"strategy": s, "seed": seed, "evaluations": len(curve),
                              "best_search_metric": curve[-1] if curve else math.nan,
                              "best_report_metric": rcurve[-1] if rcurve else math.nan})
+        if cfg.repeats == "reuse":  # the default's columns stay as they were
+            summary_rows[-1]["reused"] = r["reused"]
         spent = 0.0
         for i, (v, rv, c) in enumerate(zip(curve, rcurve, r["costs"]), 1):
             spent += c

@@ -374,6 +374,10 @@ def bench(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o",
                                                help="task.NAME=V, space.NAME=V, evaluator.NAME=V or "
                                                     "STRATEGY.NAME=V"),
+    repeats: str = typer.Option(
+        "evaluate", help="in each search, a proposed architecture it already evaluated: evaluate "
+                         "(again, with a new seed; the default) or reuse (record the earlier "
+                         "result)"),
 ) -> None:
     """Compare strategies over many seeds with regret curves and confidence intervals."""
     from .bench import BenchConfig, run_bench
@@ -409,7 +413,7 @@ def bench(
                       report_metric=report_metric, strategies=names, seeds=seeds, budget=budget,
                       cost_budget=cost_budget, cost_column=cost_column, space_options=space_opts,
                       evaluator_options=ev_opts, strategy_options=strat_opts, mode=mode,
-                      workers=workers, task=task, task_options=task_opts)
+                      workers=workers, task=task, task_options=task_opts, repeats=repeats)
     res = run_bench(cfg, out, progress=lambda done, total: console.print(
         f"\r{done}/{total} searches", end="") if console.is_terminal else None,
         note=lambda line: console.print(line, highlight=False, soft_wrap=True))
@@ -422,6 +426,11 @@ def bench(
                       f"{row['search_mean']:.4f} ± {row['search_std']:.4f}",
                       f"{row['report_mean']:.4f} ± {row['report_std']:.4f}")
     console.print(table)
+    if repeats == "reuse":
+        rows = res["summary"]
+        console.print(f"repeats reuse: {sum(r['reused'] for r in rows)} of "
+                      f"{sum(r['evaluations'] for r in rows)} trials took an earlier result "
+                      "instead of an evaluation (column reused)")
     console.print(f"wrote {out}/summary.csv, curves.csv, regret.png")
 
 

@@ -154,3 +154,45 @@ def test_training_evaluator_needs_a_task(tmp_path):
     assert [int(r["evaluations"]) for r in summary] == [2, 2]
     for row in res["table"]:  # every trial trained: finite accuracies well above chance (0.1)
         assert 0.3 < row["search_mean"] <= 1.0 and 0.3 < row["report_mean"] <= 1.0
+
+
+def test_repeats_reuse_evaluates_fewer_times_on_a_table(table, tmp_path, monkeypatch, capsys):
+    # local search on the NB201 table proposes cells it already had (equal canonical_key):
+    # with reuse those trials take the earlier result and the table is read fewer times; every
+    # trial still counts towards the budget
+    from nasforge.evaluators.table import TableEvaluator
+    from nasforge.testing import main_in_process
+
+    calls = []
+    lookup = TableEvaluator.evaluate
+    monkeypatch.setattr(TableEvaluator, "evaluate",
+                        lambda self, *a, **k: calls.append(1) or lookup(self, *a, **k))
+    counts, out = {}, {}
+    for repeats in ("evaluate", "reuse"):
+        calls.clear()
+        res = run_bench(config(table, strategies=["local"], seeds=2, budget=40, repeats=repeats),
+                        tmp_path / repeats)
+        counts[repeats] = len(calls)
+        out[repeats] = res["summary"]
+    assert counts["evaluate"] == 80 and [r["evaluations"] for r in out["reuse"]] == [40, 40]
+    reused = [r["reused"] for r in out["reuse"]]
+    assert min(reused) > 0 and counts["reuse"] == 80 - sum(reused)
+    assert "reused" not in out["evaluate"][0]  # the default's summary.csv is unchanged
+    assert list(read(tmp_path / "reuse" / "summary.csv")[0])[-1] == "reused"
+    assert len(read(tmp_path / "reuse" / "curves.csv")) == 80
+    # the CLI: --repeats passed to each search, and the same message as `nasforge search`
+    args = ["bench", "--space", "nb201", "--evaluator", f"table:{table}", "--search-metric",
+            "cifar10-val", "--strategies", "local", "--budget", "40", "--seeds", "1",
+            "--workers", "1"]
+    capsys.readouterr()
+    assert main_in_process(*args, "--repeats", "reuse", "--out", str(tmp_path / "cli")) == 0
+    assert (f"repeats reuse: {reused[0]} of 40 trials took an earlier result"
+            in capsys.readouterr().out.replace("\n", " "))
+    assert read(tmp_path / "cli" / "summary.csv")[0]["reused"] == str(reused[0])
+    assert main_in_process(*args, "--repeats", "again", "--out", str(tmp_path / "bad")) == 2
+    err = capsys.readouterr().err
+    assert "repeats = 'again'; expected one of evaluate, reuse (evaluate: train a repeated" in \
+        err.replace("\n", " ") and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match=r"^repeats = 'Reuse'; expected one of evaluate, reuse"):
+        run_bench(config(table, repeats="Reuse"), tmp_path / "bad")
