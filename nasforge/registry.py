@@ -192,12 +192,18 @@ def read_numbers(value: Any, annotation: Any, infinite: bool = False) -> Any:
     annotation gets an int when the number is whole. Lists, tuples and dicts are followed into
     their items. Text for an annotation that accepts only numbers (and None) that is no number
     raises ``ValueError`` with what was expected; anything else is left to validation.
-    ``nan``, ``inf`` and ``-inf`` (as text, or as YAML's ``.nan``/``.inf``) where a number is
+    ``true``/``false`` where only a number is expected raise ``ValueError`` (validation would
+    read them as 1 and 0). ``nan``, ``inf`` and ``-inf`` (as text, or as YAML's ``.nan``/``.inf``) where a number is
     expected raise ``ValueError`` too; ``infinite`` (an option whose default is infinite) lets
     ``inf`` and ``-inf`` through, never ``nan``.
     """
     members = _members(annotation)
     wants_int, wants_float = int in members, float in members
+    if isinstance(value, bool) and (wants_int or wants_float) and bool not in members \
+            and Any not in members and set(members) <= {int, float, type(None)}:
+        # validation would read true as 1 and false as 0
+        raise ValueError(f"expected {'a number' if wants_float else 'an integer'}, got "
+                         f"{str(value).lower()}")
     if isinstance(value, float) and not math.isfinite(value) and (wants_int or wants_float) \
             and Any not in members:
         if infinite and wants_float and not math.isnan(value):

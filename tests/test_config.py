@@ -202,3 +202,25 @@ def test_an_option_with_an_infinite_default_accepts_inf_but_not_nan():
             registry.create("strategies", "user_test_infinite", patience=raw)
     with pytest.raises(ConfigError, match=r"option 'rate' = 'inf': expected a finite number"):
         registry.create("strategies", "user_test_infinite", rate="inf")
+
+
+def test_true_or_false_for_a_number_option_is_refused(tmp_path, capsys, monkeypatch):
+    """``-o evaluator.dropout=true`` is YAML's True; validation would read it as 1.0 (dropout 1:
+    every activation dropped). Refused in one line; bool options still take true/false."""
+    from nasforge.cli import _parse_sets
+    from nasforge.testing import main_in_process
+
+    value = _parse_sets(["evaluator.dropout=true"])["evaluator_options"]["dropout"]
+    assert value is True
+    with pytest.raises(ConfigError, match=r"option 'dropout' = True: expected a number, got true"):
+        make_config({"evaluator_options": {"dropout": value}})
+    with pytest.raises(ConfigError, match=r"option 'epochs' = False: expected an integer, got false"):
+        make_config({"evaluator_options": {"epochs": False}})
+    assert make_config({"evaluator_options": {"batch_norm_head": True}}) \
+        .evaluator_options["batch_norm_head"] is True
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main_in_process("search", "-o", "evaluator.dropout=true", "--budget", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "got true" in err, err
+    assert list(tmp_path.iterdir()) == []
